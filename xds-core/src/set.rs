@@ -1,0 +1,231 @@
+//! [`ResourceSet`]: the immutable set of resources of one type that a source publishes for one
+//! node group.
+//!
+//! A set is a persistent ordered map (`imbl::OrdMap`): cloning it is O(1), replacing one resource
+//! is O(log n) and shares everything else, and [`ResourceSet::diff`] skips the shared parts, so
+//! the cost of an update follows what changed, not the size of the type.
+
+use std::sync::Arc;
+
+use imbl::OrdMap;
+
+use crate::resource::EncodedResource;
+
+/// The resources of one type for one node group, with a set version.
+///
+/// The set version is derived from content by default: it is a hash over every
+/// `(name, resource version)` pair, kept incrementally, so an unchanged set keeps its version
+/// across rebuilds, replicas and restarts. An explicit version can replace it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceSet {
+    type_url: Arc<str>,
+    resources: OrdMap<Arc<str>, Arc<EncodedResource>>,
+    digest: u64,
+    explicit_version: Option<Arc<str>>,
+    version: Arc<str>,
+}
+
+/// One difference between two sets (see [`ResourceSet::diff`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// The name is new or its version changed.
+    Upsert(&'a Arc<EncodedResource>),
+    /// The name is gone.
+    Remove(&'a Arc<str>),
+}
+
+impl ResourceSet {
+    /// An empty set of the given type.
+    pub fn empty(type_url: impl Into<Arc<str>>) -> Self {
+        let mut set = Self {
+            type_url: type_url.into(),
+            resources: OrdMap::new(),
+            digest: 0,
+            explicit_version: None,
+            version: Arc::from(""),
+        };
+        set.refresh_version();
+        set
+    }
+
+    /// Builds a set from resources. A later resource with the same name replaces an earlier one.
+    pub fn from_resources(
+        type_url: impl Into<Arc<str>>,
+        resources: impl IntoIterator<Item = EncodedResource>,
+    ) -> Self {
+        let mut set = Self::empty(type_url);
+        for r in resources {
+            set.insert(r);
+        }
+        set
+    }
+
+    /// Inserts or replaces one resource, in O(log n).
+    ///
+    /// A resource of another type is a caller bug; it is stored under this set's type anyway.
+    pub fn insert(&mut self, resource: EncodedResource) {
+        debug_assert_eq!(resource.type_url(), &*self.type_url, "resource type differs from set type");
+        let resource = Arc::new(resource);
+        self.digest ^= entry_hash(&resource);
+        if let Some(old) = self.resources.insert(resource.name_arc().clone(), resource) {
+            self.digest ^= entry_hash(&old);
+        }
+        self.refresh_version();
+    }
+
+    /// Removes one resource by name, in O(log n). Returns whether it existed.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.resources.remove(name) {
+            Some(old) => {
+                self.digest ^= entry_hash(&old);
+                self.refresh_version();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets an explicit set version instead of the content-derived one; `None` goes back to
+    /// the derived version.
+    #[must_use]
+    pub fn with_version(mut self, version: Option<Arc<str>>) -> Self {
+        self.explicit_version = version;
+        self.refresh_version();
+        self
+    }
+
+    fn refresh_version(&mut self) {
+        self.version = match &self.explicit_version {
+            Some(v) => v.clone(),
+            None => format!("{:016x}", self.digest ^ (self.resources.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .into(),
+        };
+    }
+
+    /// The type URL of every resource in the set.
+    pub fn type_url(&self) -> &str {
+        &self.type_url
+    }
+
+    /// The set version (`version_info` of SotW responses).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The set version as a shared string.
+    pub fn version_arc(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// Looks up one resource.
+    pub fn get(&self, name: &str) -> Option<&Arc<EncodedResource>> {
+        self.resources.get(name)
+    }
+
+    /// Whether the set holds a resource with this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.resources.contains_key(name)
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty()
+    }
+
+    /// All resources, ordered by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<EncodedResource>> {
+        self.resources.values()
+    }
+
+    /// All names, ordered.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.resources.keys()
+    }
+
+    /// What changed from `older` to `self`: upserts and removals, ordered by name.
+    ///
+    /// Subtrees shared between the two sets are skipped, so diffing two versions of a large set
+    /// that differ in a few resources costs in proportion to those few.
+    pub fn diff<'a>(&'a self, older: &'a ResourceSet) -> Vec<Change<'a>> {
+        older
+            .resources
+            .diff(&self.resources)
+            .filter_map(|d| match d {
+                imbl::ordmap::DiffItem::Add(_, new) => Some(Change::Upsert(new)),
+                imbl::ordmap::DiffItem::Update { old, new } => {
+                    (old.1.version() != new.1.version()).then_some(Change::Upsert(new.1))
+                }
+                imbl::ordmap::DiffItem::Remove(name, _) => Some(Change::Remove(name)),
+            })
+            .collect()
+    }
+}
+
+fn entry_hash(r: &EncodedResource) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(r.name().as_bytes());
+    h.update(&[0]);
+    h.update(r.version().as_bytes());
+    h.digest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::type_url::CLUSTER;
+
+    fn res(name: &str, body: &[u8]) -> EncodedResource {
+        EncodedResource::new(CLUSTER, name, body.to_vec())
+    }
+
+    #[test]
+    fn version_depends_on_content_not_insertion_order() {
+        let a = ResourceSet::from_resources(CLUSTER, [res("a", b"1"), res("b", b"2")]);
+        let b = ResourceSet::from_resources(CLUSTER, [res("b", b"2"), res("a", b"1")]);
+        assert_eq!(a.version(), b.version());
+        let c = ResourceSet::from_resources(CLUSTER, [res("b", b"2"), res("a", b"3")]);
+        assert_ne!(a.version(), c.version());
+        assert_ne!(ResourceSet::empty(CLUSTER).version(), a.version());
+    }
+
+    #[test]
+    fn insert_and_remove_restore_the_version() {
+        let mut a = ResourceSet::from_resources(CLUSTER, [res("a", b"1")]);
+        let before = a.version().to_string();
+        a.insert(res("b", b"2"));
+        assert_ne!(a.version(), before);
+        assert!(a.remove("b"));
+        assert!(!a.remove("b"));
+        assert_eq!(a.version(), before);
+    }
+
+    #[test]
+    fn diff_reports_only_changes() {
+        let old = ResourceSet::from_resources(CLUSTER, (0..1000).map(|i| res(&format!("c{i}"), b"x")));
+        let mut new = old.clone();
+        new.insert(res("c5", b"y"));
+        new.remove("c7");
+        new.insert(res("c9", b"x")); // same content: not a change
+        new.insert(res("zz", b"z"));
+        let d = new.diff(&old);
+        let names: Vec<String> = d
+            .iter()
+            .map(|c| match c {
+                Change::Upsert(r) => format!("+{}", r.name()),
+                Change::Remove(n) => format!("-{n}"),
+            })
+            .collect();
+        assert_eq!(names, ["+c5", "-c7", "+zz"]);
+    }
+
+    #[test]
+    fn explicit_version_wins() {
+        let a = ResourceSet::from_resources(CLUSTER, [res("a", b"1")]).with_version(Some("v1".into()));
+        assert_eq!(a.version(), "v1");
+    }
+}

@@ -1,0 +1,321 @@
+//! The state-of-the-world (SotW) protocol state machine of one stream, without I/O.
+//!
+//! The stream driver feeds it requests ([`SotwStream::on_request`]) and the latest resources of
+//! each type ([`SotwStream::on_resources`]), and asks it for the next response when the
+//! transport can take one ([`SotwStream::next_response`]). Because a response is built only when
+//! asked for, from the latest resources, a slow client skips intermediate versions and holds at
+//! most one pending response per type.
+//!
+//! Rules implemented here (numbers from the project's XDS-PROTOCOL.md; sources: Envoy's
+//! `xds_protocol` documentation, "ACK/NACK and resource type instance version", "When to send an
+//! update", "How the client specifies what resources to return"):
+//!
+//! 1. Every response carries a nonce unique within the stream (a per-stream counter).
+//! 2. An ACK is a request echoing the latest nonce of its type without `error_detail`; its
+//!    `version_info` becomes the client's ACKed version.
+//! 3. A NACK is detected by `error_detail` only, never by comparing versions.
+//! 4. After a NACK the same content is not sent again: the type answers only when the content
+//!    it would send differs from what was NACKed (or new names are subscribed).
+//! 5. A request whose `response_nonce` is not the latest nonce of its type is stale and ignored.
+//! 6. The first request must carry a node with a non-empty id; later ones need not.
+//! 7. Wildcard: `*` among the names, or a first request with no names for a type that allows the
+//!    legacy wildcard (LDS, CDS, SRDS). Once explicit names were sent, an empty list means
+//!    nothing.
+//! 8. Only subscribed names are sent for explicit subscriptions.
+//! 9. Full-state types (LDS, CDS, SRDS) send every subscribed resource in each response, so a
+//!    resource missing from it is a delete; such types also answer when none exist.
+//! 10. Newly subscribed names are always answered, even when unchanged since an earlier
+//!     subscription; names that do not exist are remembered and sent when they appear.
+//! 11. A type answers only when something it subscribes to changed; at most one response is
+//!     outstanding per type, and a newer request supersedes an older one.
+//!
+//! On ADS, types are answered in make-before-break order: clusters, endpoints, listeners, routes
+//! (rule 19).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use xds_core::envoy::config::core::v3::Node;
+use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
+use xds_core::{type_url, EncodedResource, ResourceSet};
+
+use crate::Error;
+
+/// The wildcard resource name.
+pub const WILDCARD: &str = "*";
+
+/// One response to send, built from shared resources (the server encodes it without re-encoding
+/// the resources).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SotwResponse {
+    /// The type URL.
+    pub type_url: Arc<str>,
+    /// `version_info`: the version of the type's resource set.
+    pub version: Arc<str>,
+    /// The nonce, unique within the stream.
+    pub nonce: Arc<str>,
+    /// The resources, ordered by name.
+    pub resources: Vec<Arc<EncodedResource>>,
+}
+
+/// What a request was, for logs and callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// The first request of its type on this stream (or one without a nonce).
+    Initial,
+    /// An ACK of the response with this nonce.
+    Ack,
+    /// A NACK: the client rejected the response with this nonce.
+    Nack {
+        /// The client's error text (`error_detail.message`).
+        detail: String,
+    },
+    /// A request echoing an old nonce: ignored.
+    Stale,
+}
+
+/// The outcome of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The request's type URL (the stream's type on per-type streams).
+    pub type_url: Arc<str>,
+    /// What the request was.
+    pub kind: RequestKind,
+    /// Whether this is the first request of this type on the stream: the driver must start
+    /// watching the type's resources.
+    pub new_type: bool,
+}
+
+/// The last NACK of a type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nack {
+    /// The version the client rejected.
+    pub rejected_version: Arc<str>,
+    /// The nonce of the rejected response.
+    pub nonce: Arc<str>,
+    /// The client's error text.
+    pub detail: String,
+}
+
+/// What one stream knows about one type.
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    /// Explicit names have been requested at least once (ends the legacy wildcard).
+    explicit_seen: bool,
+    names: BTreeSet<Arc<str>>,
+    /// Names subscribed since the last response; they must be answered.
+    new_names: BTreeSet<Arc<str>>,
+    /// The latest resources from the source (`None`: nothing published yet).
+    latest: Option<Arc<ResourceSet>>,
+    /// The client has a request we have not answered.
+    waiting: bool,
+    /// Latest nonce sent for this type.
+    nonce: Option<Arc<str>>,
+    sent: Option<Sent>,
+    acked_version: Option<Arc<str>>,
+    nack: Option<Nack>,
+}
+
+/// What was last sent for a type: enough to tell whether new resources differ.
+#[derive(Debug)]
+struct Sent {
+    set_version: Arc<str>,
+    /// `(name, version)` of each sent resource for explicit subscriptions; empty for wildcard
+    /// (the set version says it all, and a wildcard stream should not hold a copy of the index).
+    resources: Vec<(Arc<str>, Arc<str>)>,
+    wildcard: bool,
+}
+
+/// The SotW state of one stream (ADS or per-type).
+#[derive(Debug)]
+pub struct SotwStream {
+    fixed_type: Option<Arc<str>>,
+    node: Option<Node>,
+    next_nonce: u64,
+    types: BTreeMap<Arc<str>, TypeState>,
+}
+
+impl SotwStream {
+    /// A stream of the aggregated service (ADS): every request names its type.
+    pub fn ads() -> Self {
+        Self { fixed_type: None, node: None, next_nonce: 1, types: BTreeMap::new() }
+    }
+
+    /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
+    pub fn for_type(type_url: &str) -> Self {
+        Self { fixed_type: Some(type_url.into()), ..Self::ads() }
+    }
+
+    /// The node from the first request.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// Applies one request. Errors end the stream (missing node, missing or wrong type URL).
+    pub fn on_request(&mut self, req: &DiscoveryRequest) -> Result<RequestInfo, Error> {
+        if self.node.is_none() {
+            let node = req.node.as_ref().ok_or(Error::MissingNode)?;
+            if node.id.is_empty() {
+                return Err(Error::EmptyNodeId);
+            }
+            self.node = Some(node.clone());
+        }
+        let type_url: Arc<str> = match (&self.fixed_type, req.type_url.as_str()) {
+            (None, "") => return Err(Error::MissingTypeUrl),
+            (None, t) => t.into(),
+            (Some(fixed), "") => fixed.clone(),
+            (Some(fixed), t) if &**fixed == t => fixed.clone(),
+            (Some(fixed), t) => return Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
+        };
+        let new_type = !self.types.contains_key(&type_url);
+        let state = self.types.entry(type_url.clone()).or_default();
+
+        // Rule 5: a nonce other than the latest one of this type is stale.
+        let kind = match (&state.nonce, req.response_nonce.as_str()) {
+            (_, "") | (None, _) => RequestKind::Initial,
+            (Some(latest), nonce) if &**latest != nonce => {
+                return Ok(RequestInfo { type_url, kind: RequestKind::Stale, new_type });
+            }
+            (Some(nonce), _) => match &req.error_detail {
+                // Rule 3: a NACK is known by its error_detail.
+                Some(status) => {
+                    let detail = status.message.clone();
+                    let rejected_version = state.sent.as_ref().map(|s| s.set_version.clone()).unwrap_or_default();
+                    state.nack = Some(Nack { rejected_version, nonce: nonce.clone(), detail: detail.clone() });
+                    RequestKind::Nack { detail }
+                }
+                None => {
+                    state.acked_version = Some(req.version_info.as_str().into());
+                    state.nack = None;
+                    RequestKind::Ack
+                }
+            },
+        };
+
+        // Rule 7: wildcard and subscriptions.
+        let legacy = type_url::lookup(&type_url).is_some_and(|t| t.legacy_wildcard);
+        let explicit: BTreeSet<Arc<str>> =
+            req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
+        let star = req.resource_names.iter().any(|n| n == WILDCARD);
+        if !req.resource_names.is_empty() && !(star && explicit.is_empty()) {
+            state.explicit_seen = true;
+        }
+        state.wildcard = star || (legacy && !state.explicit_seen && req.resource_names.is_empty());
+        // Rule 10: names not subscribed before must be answered. On the first request of a
+        // type every name is new (a reconnecting client must hear back even if unchanged).
+        for name in explicit.difference(&state.names) {
+            state.new_names.insert(name.clone());
+        }
+        if kind == RequestKind::Initial {
+            state.new_names.extend(explicit.iter().cloned());
+            // A fresh request (new stream or re-sent without nonce) must be answered.
+            state.sent = None;
+        }
+        state.new_names.retain(|n| explicit.contains(n));
+        state.names = explicit;
+        state.waiting = true;
+        Ok(RequestInfo { type_url, kind, new_type })
+    }
+
+    /// Records the latest resources of a type (from the source's watch channel).
+    pub fn on_resources(&mut self, type_url: &str, resources: Option<Arc<ResourceSet>>) {
+        if let Some(state) = self.types.get_mut(type_url) {
+            state.latest = resources;
+        }
+    }
+
+    /// The next response to send, if any type has one due; types are visited in
+    /// make-before-break order. Call it until it returns `None` whenever the transport can take
+    /// a response.
+    pub fn next_response(&mut self) -> Option<SotwResponse> {
+        let mut order: Vec<&Arc<str>> = self.types.keys().collect();
+        order.sort_by_key(|t| (type_url::order(t), *t));
+        let due = order.into_iter().find(|t| self.types[*t].due().is_some())?.clone();
+        let nonce: Arc<str> = self.next_nonce.to_string().into();
+        self.next_nonce += 1;
+        let state = self.types.get_mut(&due)?;
+        let (set, resources) = state.due()?;
+        let set = set.clone();
+        state.sent = Some(Sent {
+            set_version: set.version_arc().clone(),
+            resources: if state.wildcard {
+                Vec::new()
+            } else {
+                resources.iter().map(|r| (r.name_arc().clone(), r.version_arc().clone())).collect()
+            },
+            wildcard: state.wildcard,
+        });
+        state.nonce = Some(nonce.clone());
+        state.waiting = false;
+        state.new_names.clear();
+        Some(SotwResponse { type_url: due, version: set.version_arc().clone(), nonce, resources })
+    }
+
+    /// The client's last ACKed version of a type.
+    pub fn acked_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.acked_version.as_deref()
+    }
+
+    /// The version last sent for a type.
+    pub fn sent_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.sent.as_ref().map(|s| &*s.set_version)
+    }
+
+    /// The last NACK of a type, until the next ACK.
+    pub fn last_nack(&self, type_url: &str) -> Option<&Nack> {
+        self.types.get(type_url)?.nack.as_ref()
+    }
+
+    /// Whether the type is subscribed by wildcard.
+    pub fn is_wildcard(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|s| s.wildcard)
+    }
+
+    /// The explicitly subscribed names of a type.
+    pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
+        self.types.get(type_url).into_iter().flat_map(|s| s.names.iter().map(|n| &**n))
+    }
+
+    /// The types this stream has requested.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(|t| &**t)
+    }
+}
+
+impl TypeState {
+    /// The resources to send now, or `None` when nothing is due.
+    fn due(&self) -> Option<(&Arc<ResourceSet>, Vec<Arc<EncodedResource>>)> {
+        if !self.waiting {
+            return None;
+        }
+        let set = self.latest.as_ref()?;
+        let full_state = self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
+        if let (Some(sent), true) = (&self.sent, self.new_names.is_empty()) {
+            if self.wildcard && sent.wildcard && sent.set_version == *set.version_arc() {
+                return None;
+            }
+        }
+        let resources: Vec<Arc<EncodedResource>> = if self.wildcard {
+            set.iter().cloned().collect()
+        } else {
+            self.names.iter().filter_map(|n| set.get(n).cloned()).collect()
+        };
+        let answer = match &self.sent {
+            // Nothing sent since the last fresh request: answer (full state even when empty).
+            None => full_state || !resources.is_empty(),
+            Some(sent) => {
+                let new_present = self.new_names.iter().any(|n| set.contains(n));
+                let changed = if self.wildcard || sent.wildcard {
+                    sent.wildcard != self.wildcard || sent.set_version != *set.version_arc()
+                } else {
+                    sent.resources.len() != resources.len()
+                        || sent.resources.iter().zip(&resources).any(|((n, v), r)| n != r.name_arc() || v != r.version_arc())
+                };
+                changed || new_present || (full_state && !self.new_names.is_empty())
+            }
+        };
+        answer.then_some((set, resources))
+    }
+}

@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn groups_are_independent() {
         let cache = SnapshotCache::new();
-        let mut other = cache.watch_group("other", type_url::CLUSTER).expect("watch");
+        let other = cache.watch_group("other", type_url::CLUSTER).expect("watch");
         cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).build());
         assert!(!other.has_changed().expect("open"));
         assert_eq!(cache.groups(), ["g"]);

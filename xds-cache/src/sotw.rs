@@ -111,6 +111,8 @@ struct TypeState {
     latest: Option<Arc<ResourceSet>>,
     /// The client has a request we have not answered.
     waiting: bool,
+    /// Something changed since this type was last evaluated (request or resources).
+    dirty: bool,
     /// Latest nonce sent for this type.
     nonce: Option<Arc<str>>,
     sent: Option<Sent>,
@@ -216,6 +218,7 @@ impl SotwStream {
         state.new_names.retain(|n| explicit.contains(n));
         state.names = explicit;
         state.waiting = true;
+        state.dirty = true;
         Ok(RequestInfo { type_url, kind, new_type })
     }
 
@@ -223,6 +226,7 @@ impl SotwStream {
     pub fn on_resources(&mut self, type_url: &str, resources: Option<Arc<ResourceSet>>) {
         if let Some(state) = self.types.get_mut(type_url) {
             state.latest = resources;
+            state.dirty = true;
         }
     }
 
@@ -230,27 +234,38 @@ impl SotwStream {
     /// make-before-break order. Call it until it returns `None` whenever the transport can take
     /// a response.
     pub fn next_response(&mut self) -> Option<SotwResponse> {
-        let mut order: Vec<&Arc<str>> = self.types.keys().collect();
-        order.sort_by_key(|t| (type_url::order(t), *t));
-        let due = order.into_iter().find(|t| self.types[*t].due().is_some())?.clone();
-        let nonce: Arc<str> = self.next_nonce.to_string().into();
-        self.next_nonce += 1;
-        let state = self.types.get_mut(&due)?;
-        let (set, resources) = state.due()?;
-        let set = set.clone();
-        state.sent = Some(Sent {
-            set_version: set.version_arc().clone(),
-            resources: if state.wildcard {
-                Vec::new()
-            } else {
-                resources.iter().map(|r| (r.name_arc().clone(), r.version_arc().clone())).collect()
-            },
-            wildcard: state.wildcard,
-        });
-        state.nonce = Some(nonce.clone());
-        state.waiting = false;
-        state.new_names.clear();
-        Some(SotwResponse { type_url: due, version: set.version_arc().clone(), nonce, resources })
+        let mut order: Vec<Arc<str>> =
+            self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
+        order.sort_by_key(|t| type_url::order(t));
+        for t in order {
+            let state = self.types.get_mut(&t)?;
+            state.dirty = false;
+            let Some((set, resources)) = state.due() else { continue };
+            let set = set.clone();
+            let nonce: Arc<str> = self.next_nonce.to_string().into();
+            self.next_nonce += 1;
+            state.sent = Some(Sent {
+                set_version: set.version_arc().clone(),
+                resources: if state.wildcard {
+                    Vec::new()
+                } else {
+                    resources.iter().map(|r| (r.name_arc().clone(), r.version_arc().clone())).collect()
+                },
+                wildcard: state.wildcard,
+            });
+            state.nonce = Some(nonce.clone());
+            state.waiting = false;
+            state.new_names.clear();
+            return Some(SotwResponse { type_url: t, version: set.version_arc().clone(), nonce, resources });
+        }
+        None
+    }
+
+    /// Whether [`next_response`](Self::next_response) has something to evaluate: a type that
+    /// has an unanswered request and changed since it was last evaluated. Cheap; the driver
+    /// waits for transport capacity only while this is true.
+    pub fn wants_to_send(&self) -> bool {
+        self.types.values().any(TypeState::ready)
     }
 
     /// The client's last ACKed version of a type.
@@ -285,6 +300,10 @@ impl SotwStream {
 }
 
 impl TypeState {
+    fn ready(&self) -> bool {
+        self.dirty && self.waiting && self.latest.is_some()
+    }
+
     /// The resources to send now, or `None` when nothing is due.
     fn due(&self) -> Option<(&Arc<ResourceSet>, Vec<Arc<EncodedResource>>)> {
         if !self.waiting {

@@ -1,1 +1,44 @@
+//! # xds-server
+//!
+//! The gRPC transport of an xDS server, built on tonic. It serves the aggregated discovery
+//! service (ADS) and every per-type discovery service (LDS, RDS, SRDS, CDS, EDS, SDS, RTDS,
+//! ECDS, ...) from one [`ResourceSource`](xds_core::ResourceSource), such as
+//! [`xds_cache::SnapshotCache`].
+//!
+//! It is the thin async layer around the protocol state machines of `xds-cache`: one task per
+//! stream feeds requests and the source's latest resources into the stream's state machine and
+//! writes the responses it returns, from the resources' shared pre-encoded bytes.
+//!
+//! ```no_run
+//! use xds_cache::{Snapshot, SnapshotCache};
+//! use xds_core::envoy::config::cluster::v3::Cluster;
+//! use xds_server::XdsServer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = std::sync::Arc::new(SnapshotCache::new());
+//! cache.set_snapshot("node-1", Snapshot::builder().resource(&Cluster { name: "a".into(), ..Default::default() }).build());
+//! XdsServer::builder()
+//!     .max_concurrent_streams(4096)
+//!     .build(cache.clone())
+//!     .serve("127.0.0.1:18000".parse()?, async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Logs: at `debug` level every request and response of every stream is logged with node,
+//! type, version, nonce and names; NACKs are logged at `warn` with the client's error text.
 
+mod callbacks;
+mod codec;
+mod error;
+mod server;
+mod service;
+mod stream;
+
+pub use callbacks::{Callbacks, NoCallbacks, ResponseInfo, StreamInfo, Variant};
+pub use error::Error;
+pub use server::{
+    ServerBuilder, TlsConfig, XdsServer, DEFAULT_DRAIN_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+};
+pub use service::{kind, ServiceKind, XdsService};

@@ -1,0 +1,251 @@
+//! [`XdsServer`] and its builder: listen address, TLS, HTTP/2 settings, limits, callbacks and
+//! graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tracing::info;
+use xds_core::ResourceSource;
+
+use crate::callbacks::{Callbacks, NoCallbacks};
+use crate::service::{kind, XdsService};
+use crate::stream::{Shared, StreamConfig};
+use crate::Error;
+
+/// Default largest request accepted: 64 MiB. gRPC's usual 4 MiB is too small for reconnecting
+/// delta clients, whose `initial_resource_versions` list every resource they hold (Envoy has
+/// been seen sending 21 MB).
+pub const DEFAULT_MAX_RECEIVE_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// Default HTTP/2 keepalive ping interval: 30 s.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default time to wait for a keepalive ping's answer: 10 s.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit of concurrent streams per HTTP/2 connection: 1024.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Default time streams get to end after shutdown starts: 5 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TLS for the xDS port (rustls).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key of the server.
+    pub key_pem: Vec<u8>,
+    /// PEM CA bundle that client certificates must chain to; `None` disables client
+    /// certificates.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// Accept clients without a certificate even when `client_ca_pem` is set.
+    pub client_auth_optional: bool,
+}
+
+/// Builds an [`XdsServer`].
+pub struct ServerBuilder {
+    tls: Option<TlsConfig>,
+    max_receive_message_size: usize,
+    keepalive_interval: Option<Duration>,
+    keepalive_timeout: Duration,
+    max_concurrent_streams: u32,
+    drain_timeout: Duration,
+    callbacks: Arc<dyn Callbacks>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            callbacks: Arc::new(NoCallbacks),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("tls", &self.tls.is_some())
+            .field("max_receive_message_size", &self.max_receive_message_size)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Serves over TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Largest request accepted ([`DEFAULT_MAX_RECEIVE_MESSAGE_SIZE`]).
+    #[must_use]
+    pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
+        self.max_receive_message_size = bytes;
+        self
+    }
+
+    /// HTTP/2 keepalive ping interval; `None` disables pings ([`DEFAULT_KEEPALIVE_INTERVAL`]).
+    #[must_use]
+    pub fn http2_keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// How long a keepalive ping may go unanswered before the connection is closed
+    /// ([`DEFAULT_KEEPALIVE_TIMEOUT`]).
+    #[must_use]
+    pub fn http2_keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Concurrent streams per HTTP/2 connection ([`DEFAULT_MAX_CONCURRENT_STREAMS`]).
+    #[must_use]
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// How long streams get to end after shutdown starts ([`DEFAULT_DRAIN_TIMEOUT`]).
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Observes and vetoes streams, requests and responses.
+    #[must_use]
+    pub fn callbacks(mut self, callbacks: impl Callbacks) -> Self {
+        self.callbacks = Arc::new(callbacks);
+        self
+    }
+
+    /// Finishes the server, serving resources from `source`.
+    pub fn build(self, source: impl ResourceSource) -> XdsServer {
+        self.build_shared(Arc::new(source))
+    }
+
+    /// Finishes the server with a shared source (`Arc<dyn ResourceSource>`).
+    pub fn build_shared(self, source: Arc<dyn ResourceSource>) -> XdsServer {
+        let shared = Arc::new(Shared {
+            source,
+            callbacks: self.callbacks.clone(),
+            config: StreamConfig { max_receive_message_size: self.max_receive_message_size },
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_stream_id: AtomicU64::new(1),
+        });
+        XdsServer { shared, builder: self }
+    }
+}
+
+/// An xDS server: ADS and the per-type services, SotW, from one [`ResourceSource`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), xds_server::Error> {
+/// let cache = xds_cache::SnapshotCache::new();
+/// let server = xds_server::XdsServer::builder().build(cache);
+/// server.serve("127.0.0.1:18000".parse().unwrap(), async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub struct XdsServer {
+    shared: Arc<Shared>,
+    builder: ServerBuilder,
+}
+
+impl std::fmt::Debug for XdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsServer").field("builder", &self.builder).finish_non_exhaustive()
+    }
+}
+
+impl XdsServer {
+    /// Starts building a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Every discovery service (ADS and per-type), to mount on your own tonic server.
+    ///
+    /// Streams of these routes end when [`XdsServer::shutdown_token`] is cancelled.
+    pub fn routes(&self) -> Routes {
+        let s = &self.shared;
+        Routes::new(XdsService::<kind::Ads>::new(s.clone()))
+            .add_service(XdsService::<kind::Lds>::new(s.clone()))
+            .add_service(XdsService::<kind::Rds>::new(s.clone()))
+            .add_service(XdsService::<kind::Srds>::new(s.clone()))
+            .add_service(XdsService::<kind::Vhds>::new(s.clone()))
+            .add_service(XdsService::<kind::Cds>::new(s.clone()))
+            .add_service(XdsService::<kind::Eds>::new(s.clone()))
+            .add_service(XdsService::<kind::Leds>::new(s.clone()))
+            .add_service(XdsService::<kind::Sds>::new(s.clone()))
+            .add_service(XdsService::<kind::Rtds>::new(s.clone()))
+            .add_service(XdsService::<kind::Ecds>::new(s.clone()))
+    }
+
+    /// Cancelling this token ends every stream with `UNAVAILABLE` (used by graceful shutdown).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Binds `addr` and serves until `shutdown` completes, then drains streams.
+    pub async fn serve(self, addr: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        self.serve_with_listener(listener, shutdown).await
+    }
+
+    /// Serves on an already-bound listener until `shutdown` completes, then drains streams:
+    /// every stream ends with `UNAVAILABLE` so clients reconnect elsewhere, and the server waits
+    /// at most the drain timeout for them.
+    pub async fn serve_with_listener(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let local = listener.local_addr().ok();
+        let b = &self.builder;
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(b.keepalive_interval)
+            .http2_keepalive_timeout(Some(b.keepalive_timeout))
+            .max_concurrent_streams(b.max_concurrent_streams)
+            .tcp_nodelay(true);
+        if let Some(tls) = &b.tls {
+            let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(tls.client_auth_optional);
+            }
+            server = server.tls_config(config).map_err(|e| Error::Tls(e.to_string()))?;
+        }
+        let token = self.shared.shutdown.clone();
+        let tasks = self.shared.tasks.clone();
+        let drain = b.drain_timeout;
+        let signal = async move {
+            shutdown.await;
+            info!("shutting down: closing every xDS stream");
+            token.cancel();
+            tasks.close();
+            if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+                tracing::warn!(?drain, "streams did not end within the drain timeout");
+            }
+        };
+        info!(addr = ?local, tls = b.tls.is_some(), "serving xDS");
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        server.add_routes(self.routes()).serve_with_incoming_shutdown(incoming, signal).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! The tonic services: ADS and every per-type discovery service, SotW and delta, all served by
+//! one generic service type that routes on the gRPC method path.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::codegen::BoxFuture;
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Request, Response, Status, Streaming};
+use tokio_stream::wrappers::ReceiverStream;
+use xds_cache::SotwResponse;
+use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
+use xds_core::type_url;
+
+use crate::codec::XdsCodec;
+use crate::stream::{self, Shared};
+
+/// One gRPC discovery service: its full name and the type it serves (`None` for ADS).
+pub trait ServiceKind: Send + Sync + 'static {
+    /// The gRPC service name, e.g. `envoy.service.cluster.v3.ClusterDiscoveryService`.
+    const NAME: &'static str;
+    /// The resource type of a per-type service; `None` for the aggregated service.
+    const TYPE_URL: Option<&'static str>;
+}
+
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $kind:ident => $name:literal, $ty:expr;)*) => {
+        /// Marker types naming each discovery service.
+        pub mod kind {
+            use super::*;
+            $(
+                $(#[$doc])*
+                #[derive(Debug, Clone, Copy)]
+                pub struct $kind;
+                impl ServiceKind for $kind {
+                    const NAME: &'static str = $name;
+                    const TYPE_URL: Option<&'static str> = $ty;
+                }
+            )*
+        }
+    };
+}
+
+kinds! {
+    /// `AggregatedDiscoveryService` (ADS): every type on one stream.
+    Ads => "envoy.service.discovery.v3.AggregatedDiscoveryService", None;
+    /// `ListenerDiscoveryService` (LDS).
+    Lds => "envoy.service.listener.v3.ListenerDiscoveryService", Some(type_url::LISTENER);
+    /// `RouteDiscoveryService` (RDS).
+    Rds => "envoy.service.route.v3.RouteDiscoveryService", Some(type_url::ROUTE);
+    /// `ScopedRoutesDiscoveryService` (SRDS).
+    Srds => "envoy.service.route.v3.ScopedRoutesDiscoveryService", Some(type_url::SCOPED_ROUTE);
+    /// `VirtualHostDiscoveryService` (VHDS, delta only).
+    Vhds => "envoy.service.route.v3.VirtualHostDiscoveryService", Some(type_url::VIRTUAL_HOST);
+    /// `ClusterDiscoveryService` (CDS).
+    Cds => "envoy.service.cluster.v3.ClusterDiscoveryService", Some(type_url::CLUSTER);
+    /// `EndpointDiscoveryService` (EDS).
+    Eds => "envoy.service.endpoint.v3.EndpointDiscoveryService", Some(type_url::ENDPOINT);
+    /// `LocalityEndpointDiscoveryService` (LEDS, delta only).
+    Leds => "envoy.service.endpoint.v3.LocalityEndpointDiscoveryService", Some(type_url::LB_ENDPOINT);
+    /// `SecretDiscoveryService` (SDS).
+    Sds => "envoy.service.secret.v3.SecretDiscoveryService", Some(type_url::SECRET);
+    /// `RuntimeDiscoveryService` (RTDS).
+    Rtds => "envoy.service.runtime.v3.RuntimeDiscoveryService", Some(type_url::RUNTIME);
+    /// `ExtensionConfigDiscoveryService` (ECDS).
+    Ecds => "envoy.service.extension.v3.ExtensionConfigDiscoveryService", Some(type_url::EXTENSION_CONFIG);
+}
+
+/// A discovery service of kind `K`, ready to mount on a tonic server.
+pub struct XdsService<K> {
+    shared: Arc<Shared>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for XdsService<K> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone(), kind: PhantomData }
+    }
+}
+
+impl<K> std::fmt::Debug for XdsService<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdsService").finish_non_exhaustive()
+    }
+}
+
+impl<K: ServiceKind> XdsService<K> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared, kind: PhantomData }
+    }
+}
+
+impl<K: ServiceKind> NamedService for XdsService<K> {
+    const NAME: &'static str = K::NAME;
+}
+
+struct SotwMethod {
+    shared: Arc<Shared>,
+    type_url: Option<&'static str>,
+}
+
+impl StreamingService<DiscoveryRequest> for SotwMethod {
+    type Response = SotwResponse;
+    type ResponseStream = ReceiverStream<Result<SotwResponse, Status>>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        let shared = self.shared.clone();
+        let type_url = self.type_url;
+        Box::pin(async move { stream::open_sotw(shared, type_url, request) })
+    }
+}
+
+impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService<K> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if method.starts_with("Stream") {
+                let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();
+                let mut grpc =
+                    Grpc::new(codec).apply_max_message_size_config(Some(shared.config.max_receive_message_size), None);
+                let method = SotwMethod { shared, type_url: K::TYPE_URL };
+                return Ok(grpc.streaming(method, req).await);
+            }
+            let status = if method.starts_with("Delta") {
+                Status::unimplemented(format!(
+                    "{}/{method}: incremental (delta) xDS is not implemented by this server yet; \
+                     configure the client for state-of-the-world (api_type: GRPC)",
+                    K::NAME
+                ))
+            } else if method.starts_with("Fetch") {
+                Status::unimplemented(format!("{}/{method}: unary fetch is not served; use the streaming API", K::NAME))
+            } else {
+                Status::unimplemented(format!("{}/{method}: no such method", K::NAME))
+            };
+            Ok(status.into_http())
+        })
+    }
+}

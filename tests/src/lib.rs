@@ -1,1 +1,2 @@
-
+//! Helpers shared by the end-to-end tests: start a server on a loopback port, open a raw ADS
+//! stream, send requests and read responses with bounded waits.

@@ -201,9 +201,8 @@ impl SotwStream {
         let explicit: BTreeSet<Arc<str>> =
             req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
         let star = req.resource_names.iter().any(|n| n == WILDCARD);
-        if !req.resource_names.is_empty() && !(star && explicit.is_empty()) {
-            state.explicit_seen = true;
-        }
+        // Any name, `*` included, ends the legacy wildcard for the rest of the stream.
+        state.explicit_seen |= !req.resource_names.is_empty();
         state.wildcard = star || (legacy && !state.explicit_seen && req.resource_names.is_empty());
         // Rule 10: names not subscribed before must be answered. On the first request of a
         // type every name is new (a reconnecting client must hear back even if unchanged).

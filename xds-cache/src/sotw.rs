@@ -142,12 +142,20 @@ pub struct SotwStream {
 impl SotwStream {
     /// A stream of the aggregated service (ADS): every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, next_nonce: 1, types: BTreeMap::new() }
+        Self {
+            fixed_type: None,
+            node: None,
+            next_nonce: 1,
+            types: BTreeMap::new(),
+        }
     }
 
     /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
     pub fn for_type(type_url: &str) -> Self {
-        Self { fixed_type: Some(type_url.into()), ..Self::ads() }
+        Self {
+            fixed_type: Some(type_url.into()),
+            ..Self::ads()
+        }
     }
 
     /// The node from the first request.
@@ -169,7 +177,12 @@ impl SotwStream {
             (None, t) => t.into(),
             (Some(fixed), "") => fixed.clone(),
             (Some(fixed), t) if &**fixed == t => fixed.clone(),
-            (Some(fixed), t) => return Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
+            (Some(fixed), t) => {
+                return Err(Error::WrongType {
+                    expected: fixed.to_string(),
+                    got: t.to_string(),
+                })
+            }
         };
         let new_type = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
@@ -178,14 +191,26 @@ impl SotwStream {
         let kind = match (&state.nonce, req.response_nonce.as_str()) {
             (_, "") | (None, _) => RequestKind::Initial,
             (Some(latest), nonce) if &**latest != nonce => {
-                return Ok(RequestInfo { type_url, kind: RequestKind::Stale, new_type });
+                return Ok(RequestInfo {
+                    type_url,
+                    kind: RequestKind::Stale,
+                    new_type,
+                });
             }
             (Some(nonce), _) => match &req.error_detail {
                 // Rule 3: a NACK is known by its error_detail.
                 Some(status) => {
                     let detail = status.message.clone();
-                    let rejected_version = state.sent.as_ref().map(|s| s.set_version.clone()).unwrap_or_default();
-                    state.nack = Some(Nack { rejected_version, nonce: nonce.clone(), detail: detail.clone() });
+                    let rejected_version = state
+                        .sent
+                        .as_ref()
+                        .map(|s| s.set_version.clone())
+                        .unwrap_or_default();
+                    state.nack = Some(Nack {
+                        rejected_version,
+                        nonce: nonce.clone(),
+                        detail: detail.clone(),
+                    });
                     RequestKind::Nack { detail }
                 }
                 None => {
@@ -198,8 +223,12 @@ impl SotwStream {
 
         // Rule 7: wildcard and subscriptions.
         let legacy = type_url::lookup(&type_url).is_some_and(|t| t.legacy_wildcard);
-        let explicit: BTreeSet<Arc<str>> =
-            req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
+        let explicit: BTreeSet<Arc<str>> = req
+            .resource_names
+            .iter()
+            .filter(|n| *n != WILDCARD)
+            .map(|n| Arc::from(n.as_str()))
+            .collect();
         let star = req.resource_names.iter().any(|n| n == WILDCARD);
         // Any name, `*` included, ends the legacy wildcard for the rest of the stream.
         state.explicit_seen |= !req.resource_names.is_empty();
@@ -218,7 +247,11 @@ impl SotwStream {
         state.names = explicit;
         state.waiting = true;
         state.dirty = true;
-        Ok(RequestInfo { type_url, kind, new_type })
+        Ok(RequestInfo {
+            type_url,
+            kind,
+            new_type,
+        })
     }
 
     /// Records the latest resources of a type (from the source's watch channel).
@@ -233,13 +266,19 @@ impl SotwStream {
     /// make-before-break order. Call it until it returns `None` whenever the transport can take
     /// a response.
     pub fn next_response(&mut self) -> Option<SotwResponse> {
-        let mut order: Vec<Arc<str>> =
-            self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
+        let mut order: Vec<Arc<str>> = self
+            .types
+            .iter()
+            .filter(|(_, s)| s.ready())
+            .map(|(t, _)| t.clone())
+            .collect();
         order.sort_by_key(|t| type_url::order(t));
         for t in order {
             let state = self.types.get_mut(&t)?;
             state.dirty = false;
-            let Some((set, resources)) = state.due() else { continue };
+            let Some((set, resources)) = state.due() else {
+                continue;
+            };
             let set = set.clone();
             let nonce: Arc<str> = self.next_nonce.to_string().into();
             self.next_nonce += 1;
@@ -248,14 +287,22 @@ impl SotwStream {
                 resources: if state.wildcard {
                     Vec::new()
                 } else {
-                    resources.iter().map(|r| (r.name_arc().clone(), r.version_arc().clone())).collect()
+                    resources
+                        .iter()
+                        .map(|r| (r.name_arc().clone(), r.version_arc().clone()))
+                        .collect()
                 },
                 wildcard: state.wildcard,
             });
             state.nonce = Some(nonce.clone());
             state.waiting = false;
             state.new_names.clear();
-            return Some(SotwResponse { type_url: t, version: set.version_arc().clone(), nonce, resources });
+            return Some(SotwResponse {
+                type_url: t,
+                version: set.version_arc().clone(),
+                nonce,
+                resources,
+            });
         }
         None
     }
@@ -274,7 +321,11 @@ impl SotwStream {
 
     /// The version last sent for a type.
     pub fn sent_version(&self, type_url: &str) -> Option<&str> {
-        self.types.get(type_url)?.sent.as_ref().map(|s| &*s.set_version)
+        self.types
+            .get(type_url)?
+            .sent
+            .as_ref()
+            .map(|s| &*s.set_version)
     }
 
     /// The last NACK of a type, until the next ACK.
@@ -289,7 +340,10 @@ impl SotwStream {
 
     /// The explicitly subscribed names of a type.
     pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
-        self.types.get(type_url).into_iter().flat_map(|s| s.names.iter().map(|n| &**n))
+        self.types
+            .get(type_url)
+            .into_iter()
+            .flat_map(|s| s.names.iter().map(|n| &**n))
     }
 
     /// The types this stream has requested.
@@ -309,7 +363,8 @@ impl TypeState {
             return None;
         }
         let set = self.latest.as_ref()?;
-        let full_state = self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
+        let full_state =
+            self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
         if let (Some(sent), true) = (&self.sent, self.new_names.is_empty()) {
             if self.wildcard && sent.wildcard && sent.set_version == *set.version_arc() {
                 return None;
@@ -318,7 +373,10 @@ impl TypeState {
         let resources: Vec<Arc<EncodedResource>> = if self.wildcard {
             set.iter().cloned().collect()
         } else {
-            self.names.iter().filter_map(|n| set.get(n).cloned()).collect()
+            self.names
+                .iter()
+                .filter_map(|n| set.get(n).cloned())
+                .collect()
         };
         let answer = match &self.sent {
             // Nothing sent since the last fresh request: answer (full state even when empty).
@@ -329,11 +387,480 @@ impl TypeState {
                     sent.wildcard != self.wildcard || sent.set_version != *set.version_arc()
                 } else {
                     sent.resources.len() != resources.len()
-                        || sent.resources.iter().zip(&resources).any(|((n, v), r)| n != r.name_arc() || v != r.version_arc())
+                        || sent
+                            .resources
+                            .iter()
+                            .zip(&resources)
+                            .any(|((n, v), r)| n != r.name_arc() || v != r.version_arc())
                 };
                 changed || new_present || (full_state && !self.new_names.is_empty())
             }
         };
         answer.then_some((set, resources))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xds_core::envoy::config::cluster::v3::Cluster;
+    use xds_core::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use xds_core::google::rpc::Status as RpcStatus;
+    use xds_core::XdsResource;
+
+    const CDS: &str = type_url::CLUSTER;
+    const EDS: &str = type_url::ENDPOINT;
+    const LDS: &str = type_url::LISTENER;
+    const RDS: &str = type_url::ROUTE;
+
+    fn node() -> Node {
+        Node {
+            id: "n1".into(),
+            ..Default::default()
+        }
+    }
+
+    fn req(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            node: Some(node()),
+            ..Default::default()
+        }
+    }
+
+    fn nack(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: "bad config".into(),
+                details: vec![],
+            }),
+            ..req(type_url, names, version, nonce)
+        }
+    }
+
+    fn clusters(spec: &[(&str, &str)]) -> Arc<ResourceSet> {
+        Arc::new(ResourceSet::from_resources(
+            CDS,
+            spec.iter().map(|(n, alt)| {
+                Cluster {
+                    name: n.to_string(),
+                    alt_stat_name: alt.to_string(),
+                    ..Default::default()
+                }
+                .encode_resource()
+            }),
+        ))
+    }
+
+    fn endpoints(spec: &[(&str, u32)]) -> Arc<ResourceSet> {
+        Arc::new(ResourceSet::from_resources(
+            EDS,
+            spec.iter().map(|(n, v)| {
+                ClusterLoadAssignment {
+                    cluster_name: n.to_string(),
+                    endpoints: vec![Default::default(); *v as usize],
+                    ..Default::default()
+                }
+                .encode_resource()
+            }),
+        ))
+    }
+
+    fn names(r: &SotwResponse) -> Vec<&str> {
+        r.resources.iter().map(|r| r.name()).collect()
+    }
+
+    /// A stream that sent the first CDS response (wildcard) for `a`,`b` and returns it.
+    fn started() -> (SotwStream, SotwResponse) {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(CDS, &[], "", "")).expect("first request");
+        s.on_resources(CDS, Some(clusters(&[("a", "1"), ("b", "1")])));
+        let r = s.next_response().expect("initial response");
+        (s, r)
+    }
+
+    #[test]
+    fn rule1_nonces_are_unique_within_the_stream() {
+        let (mut s, r1) = started();
+        s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
+        let r2 = s.next_response().expect("eds response");
+        s.on_request(&req(CDS, &[], &r1.version, &r1.nonce))
+            .expect("ack");
+        s.on_resources(CDS, Some(clusters(&[("a", "2")])));
+        let r3 = s.next_response().expect("cds update");
+        assert_ne!(r1.nonce, r2.nonce);
+        assert_ne!(r2.nonce, r3.nonce);
+        assert_ne!(r1.nonce, r3.nonce);
+    }
+
+    #[test]
+    fn rule2_ack_records_version() {
+        let (mut s, r) = started();
+        let info = s
+            .on_request(&req(CDS, &[], &r.version, &r.nonce))
+            .expect("ack");
+        assert_eq!(info.kind, RequestKind::Ack);
+        assert_eq!(s.acked_version(CDS), Some(&*r.version));
+        assert!(
+            s.next_response().is_none(),
+            "an ACK of unchanged content gets no response"
+        );
+    }
+
+    #[test]
+    fn rule3_nack_is_detected_by_error_detail_even_with_the_new_version() {
+        let (mut s, r) = started();
+        // A client that (wrongly or not) echoes the new version still NACKs by error_detail.
+        let info = s
+            .on_request(&nack(CDS, &[], &r.version, &r.nonce))
+            .expect("nack");
+        assert_eq!(
+            info.kind,
+            RequestKind::Nack {
+                detail: "bad config".into()
+            }
+        );
+        let n = s.last_nack(CDS).expect("nack recorded");
+        assert_eq!(n.rejected_version, r.version);
+        assert_eq!(s.acked_version(CDS), None);
+    }
+
+    #[test]
+    fn rule4_no_resend_after_nack_until_content_changes() {
+        let (mut s, r) = started();
+        s.on_request(&nack(CDS, &[], "", &r.nonce)).expect("nack");
+        assert!(
+            s.next_response().is_none(),
+            "NACKed content is not sent again"
+        );
+        // Re-publishing the same content changes nothing.
+        s.on_resources(CDS, Some(clusters(&[("a", "1"), ("b", "1")])));
+        assert!(s.next_response().is_none());
+        s.on_resources(CDS, Some(clusters(&[("a", "fixed"), ("b", "1")])));
+        let fixed = s.next_response().expect("new content is sent");
+        s.on_request(&req(CDS, &[], &fixed.version, &fixed.nonce))
+            .expect("ack");
+        assert!(s.last_nack(CDS).is_none());
+        assert_eq!(s.acked_version(CDS), Some(&*fixed.version));
+    }
+
+    #[test]
+    fn rule5_stale_nonce_is_ignored() {
+        let (mut s, r1) = started();
+        s.on_request(&req(CDS, &[], &r1.version, &r1.nonce))
+            .expect("ack");
+        s.on_resources(CDS, Some(clusters(&[("a", "2")])));
+        let r2 = s.next_response().expect("update");
+        // A late request echoing the first nonce.
+        let info = s.on_request(&nack(CDS, &[], "", &r1.nonce)).expect("stale");
+        assert_eq!(info.kind, RequestKind::Stale);
+        assert!(s.last_nack(CDS).is_none());
+        s.on_resources(CDS, Some(clusters(&[("a", "3")])));
+        assert!(
+            s.next_response().is_none(),
+            "a stale request is not answered"
+        );
+        s.on_request(&req(CDS, &[], &r2.version, &r2.nonce))
+            .expect("ack");
+        assert!(s.next_response().is_some());
+    }
+
+    #[test]
+    fn rule6_first_request_needs_a_node_with_an_id() {
+        let mut s = SotwStream::ads();
+        let mut r = req(CDS, &[], "", "");
+        r.node = None;
+        assert!(matches!(s.on_request(&r), Err(Error::MissingNode)));
+        r.node = Some(Node::default());
+        assert!(matches!(s.on_request(&r), Err(Error::EmptyNodeId)));
+        r.node = Some(node());
+        s.on_request(&r).expect("ok");
+        // Later requests may omit it.
+        r.node = None;
+        s.on_request(&r).expect("node remembered");
+        assert_eq!(s.node().map(|n| n.id.as_str()), Some("n1"));
+    }
+
+    #[test]
+    fn type_url_is_required_on_ads_and_must_match_on_per_type_streams() {
+        let mut ads = SotwStream::ads();
+        assert!(matches!(
+            ads.on_request(&req("", &[], "", "")),
+            Err(Error::MissingTypeUrl)
+        ));
+        let mut cds = SotwStream::for_type(CDS);
+        assert_eq!(
+            &*cds
+                .on_request(&req("", &[], "", ""))
+                .expect("implied")
+                .type_url,
+            CDS
+        );
+        assert!(matches!(
+            cds.on_request(&req(LDS, &[], "", "")),
+            Err(Error::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn rule7_legacy_wildcard_and_explicit_names() {
+        let (mut s, r) = started();
+        assert!(s.is_wildcard(CDS));
+        assert_eq!(names(&r), ["a", "b"]);
+        // Explicit names end the legacy wildcard...
+        s.on_request(&req(CDS, &["a"], &r.version, &r.nonce))
+            .expect("explicit");
+        assert!(!s.is_wildcard(CDS));
+        let r2 = s
+            .next_response()
+            .expect("narrowed: full-state type answers");
+        assert_eq!(names(&r2), ["a"]);
+        // ...and afterwards an empty list means nothing, not everything.
+        s.on_request(&req(CDS, &[], &r2.version, &r2.nonce))
+            .expect("empty");
+        assert!(!s.is_wildcard(CDS));
+        // `*` is wildcard at any time.
+        s.on_request(&req(CDS, &["*"], &r2.version, &r2.nonce))
+            .expect("star");
+        assert!(s.is_wildcard(CDS));
+    }
+
+    #[test]
+    fn rule7_no_legacy_wildcard_for_named_types() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &[], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
+        assert!(!s.is_wildcard(EDS));
+        assert!(
+            s.next_response().is_none(),
+            "EDS with no names subscribes to nothing"
+        );
+    }
+
+    #[test]
+    fn rule8_only_subscribed_names_are_sent() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &["a", "c"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1), ("c", 1)])));
+        assert_eq!(names(&s.next_response().expect("eds")), ["a", "c"]);
+    }
+
+    #[test]
+    fn rule9_full_state_types_answer_with_nothing_and_send_deletes() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(LDS, &["missing"], "", ""))
+            .expect("lds by name (proxyless gRPC)");
+        s.on_resources(LDS, Some(Arc::new(ResourceSet::empty(LDS))));
+        let r = s
+            .next_response()
+            .expect("full state: absent means does-not-exist");
+        assert!(r.resources.is_empty());
+        let (mut s, r) = started();
+        s.on_request(&req(CDS, &[], &r.version, &r.nonce))
+            .expect("ack");
+        s.on_resources(CDS, Some(clusters(&[("a", "1")])));
+        assert_eq!(names(&s.next_response().expect("delete of b")), ["a"]);
+    }
+
+    #[test]
+    fn rule10_new_names_are_answered_even_when_unchanged() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1)])));
+        let r1 = s.next_response().expect("a");
+        s.on_request(&req(EDS, &["a", "b"], &r1.version, &r1.nonce))
+            .expect("add b");
+        let r2 = s
+            .next_response()
+            .expect("b is answered though nothing changed");
+        assert_eq!(names(&r2), ["a", "b"]);
+        // Unsubscribe b (answered with what remains), subscribe it again: answered again.
+        s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce))
+            .expect("drop b");
+        let r3 = s.next_response().expect("narrowed");
+        assert_eq!(names(&r3), ["a"]);
+        s.on_request(&req(EDS, &["a", "b"], &r3.version, &r3.nonce))
+            .expect("re-add b");
+        assert_eq!(
+            names(&s.next_response().expect("re-subscribed b answered")),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn rule10_missing_names_are_remembered_and_sent_when_they_appear() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &["x"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
+        assert!(s.next_response().is_none(), "nothing subscribed exists yet");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("x", 1)])));
+        assert_eq!(names(&s.next_response().expect("x appeared")), ["x"]);
+    }
+
+    #[test]
+    fn rule10_reconnect_with_known_version_is_answered() {
+        let mut s = SotwStream::ads();
+        let set = clusters(&[("a", "1")]);
+        // A client reconnecting with the version it already holds still gets a response.
+        s.on_request(&req(CDS, &[], set.version(), ""))
+            .expect("reconnect");
+        s.on_resources(CDS, Some(set));
+        assert!(s.next_response().is_some());
+    }
+
+    #[test]
+    fn rule11_unrelated_changes_send_nothing_and_one_response_per_request() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1)])));
+        let r1 = s.next_response().expect("a");
+        s.on_request(&req(EDS, &["a"], &r1.version, &r1.nonce))
+            .expect("ack");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 2)])));
+        assert!(s.next_response().is_none(), "b changed, a did not");
+        assert!(!s.wants_to_send());
+        s.on_resources(EDS, Some(endpoints(&[("a", 2), ("b", 2)])));
+        let r2 = s.next_response().expect("a changed");
+        s.on_resources(EDS, Some(endpoints(&[("a", 3), ("b", 2)])));
+        assert!(
+            s.next_response().is_none(),
+            "no second response before the client answers"
+        );
+        s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce))
+            .expect("ack");
+        let r3 = s.next_response().expect("latest wins");
+        assert_eq!(
+            r3.resources[0].version(),
+            endpoints(&[("a", 3)]).get("a").expect("a").version()
+        );
+    }
+
+    #[test]
+    fn nothing_is_sent_before_the_source_has_resources() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(CDS, &[], "", "")).expect("cds");
+        s.on_resources(CDS, None);
+        assert!(!s.wants_to_send());
+        assert!(
+            s.next_response().is_none(),
+            "no empty config before the source is ready"
+        );
+    }
+
+    #[test]
+    fn rule19_make_before_break_order() {
+        let mut s = SotwStream::ads();
+        for t in [RDS, LDS, EDS, CDS] {
+            let names: &[&str] = if t == EDS || t == RDS { &["a"] } else { &[] };
+            s.on_request(&req(t, names, "", "")).expect("request");
+        }
+        s.on_resources(
+            RDS,
+            Some(Arc::new(ResourceSet::from_resources(
+                RDS,
+                [xds_core::EncodedResource::new(RDS, "a", b"r".to_vec())],
+            ))),
+        );
+        s.on_resources(LDS, Some(Arc::new(ResourceSet::empty(LDS))));
+        s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
+        s.on_resources(CDS, Some(clusters(&[("a", "1")])));
+        let order: Vec<String> = std::iter::from_fn(|| s.next_response())
+            .map(|r| type_url::short_name(&r.type_url).to_string())
+            .collect();
+        assert_eq!(order, ["CDS", "EDS", "LDS", "RDS"]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Publish(Vec<(u8, u8)>),
+            Ack,
+            Nack,
+            Stale,
+            Subscribe(Vec<u8>),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                prop::collection::vec((0u8..6, 0u8..3), 0..6).prop_map(Step::Publish),
+                Just(Step::Ack),
+                Just(Step::Nack),
+                Just(Step::Stale),
+                prop::collection::vec(0u8..6, 0..4).prop_map(Step::Subscribe),
+            ]
+        }
+
+        proptest! {
+            /// Nonces never repeat; a response only holds subscribed names (each once);
+            /// nothing is sent without an outstanding request; an unchanged set sends nothing.
+            #[test]
+            fn invariants(steps in prop::collection::vec(step(), 1..40)) {
+                let mut s = SotwStream::ads();
+                let mut nonces = std::collections::HashSet::new();
+                let mut last: Option<SotwResponse> = None;
+                let mut subscribed: Vec<String> = vec!["c0".into()];
+                let name_refs = |v: &Vec<String>| v.iter().map(String::as_str).map(String::from).collect::<Vec<_>>();
+                s.on_request(&req(EDS, &subscribed.iter().map(String::as_str).collect::<Vec<_>>(), "", "")).expect("first");
+                for st in steps {
+                    match st {
+                        Step::Publish(spec) => {
+                            let spec: Vec<(String, u32)> = spec.iter().map(|(n, v)| (format!("c{n}"), u32::from(*v) + 1)).collect();
+                            let refs: Vec<(&str, u32)> = spec.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                            let set = endpoints(&refs);
+                            s.on_resources(EDS, Some(set.clone()));
+                        }
+                        Step::Ack | Step::Nack | Step::Stale => {
+                            let Some(l) = &last else { continue };
+                            let names = name_refs(&subscribed);
+                            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                            let r = match st {
+                                Step::Ack => req(EDS, &names, &l.version, &l.nonce),
+                                Step::Nack => nack(EDS, &names, "", &l.nonce),
+                                _ => req(EDS, &names, "", "0"),
+                            };
+                            s.on_request(&r).expect("request");
+                        }
+                        Step::Subscribe(ns) => {
+                            subscribed = ns.iter().map(|n| format!("c{n}")).collect();
+                            let nonce = last.as_ref().map(|l| l.nonce.to_string()).unwrap_or_default();
+                            let names: Vec<&str> = subscribed.iter().map(String::as_str).collect();
+                            s.on_request(&req(EDS, &names, "", &nonce)).expect("subscribe");
+                        }
+                    }
+                    while let Some(r) = s.next_response() {
+                        prop_assert!(nonces.insert(r.nonce.clone()), "nonce repeated");
+                        let mut seen = std::collections::HashSet::new();
+                        for res in &r.resources {
+                            prop_assert!(subscribed.iter().any(|n| n == res.name()), "unsubscribed name sent");
+                            prop_assert!(seen.insert(res.name().to_string()), "name twice");
+                        }
+                        prop_assert!(s.next_response().is_none(), "second response without a request");
+                        last = Some(r);
+                    }
+                }
+            }
+
+            /// Re-publishing identical content never produces a response.
+            #[test]
+            fn unchanged_set_sends_nothing(spec in prop::collection::vec((0u8..6, 0u8..3), 1..6)) {
+                let spec: Vec<(String, u32)> = spec.iter().map(|(n, v)| (format!("c{n}"), u32::from(*v) + 1)).collect();
+                let refs: Vec<(&str, u32)> = spec.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                let mut s = SotwStream::ads();
+                s.on_request(&req(EDS, &["c0", "c1", "c2", "c3", "c4", "c5"], "", "")).expect("first");
+                s.on_resources(EDS, Some(endpoints(&refs)));
+                let r = s.next_response().expect("some exist");
+                s.on_request(&req(EDS, &["c0", "c1", "c2", "c3", "c4", "c5"], &r.version, &r.nonce)).expect("ack");
+                s.on_resources(EDS, Some(endpoints(&refs)));
+                prop_assert!(s.next_response().is_none());
+            }
+        }
     }
 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use xds_core::envoy::config::core::v3::Node;
-use xds_core::{
-    async_trait, type_url, ByNodeId, NodeGrouper, ResourceSet, ResourceSource, ResourceWatch,
-};
+use xds_core::{async_trait, type_url, ByNodeId, NodeGrouper, ResourceSet, ResourceSource, ResourceWatch};
 
 use crate::Snapshot;
 
@@ -51,12 +49,7 @@ struct GroupState {
 impl GroupState {
     fn value_for(&self, type_url: &str) -> Option<Arc<ResourceSet>> {
         let snapshot = self.snapshot.as_ref()?;
-        Some(
-            snapshot
-                .get(type_url)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(ResourceSet::empty(type_url))),
-        )
+        Some(snapshot.get(type_url).cloned().unwrap_or_else(|| Arc::new(ResourceSet::empty(type_url))))
     }
 
     fn idle(&self) -> bool {
@@ -72,9 +65,7 @@ impl Default for SnapshotCache {
 
 impl std::fmt::Debug for SnapshotCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotCache")
-            .field("groups", &self.groups.read().len())
-            .finish()
+        f.debug_struct("SnapshotCache").field("groups", &self.groups.read().len()).finish()
     }
 }
 
@@ -86,10 +77,7 @@ impl SnapshotCache {
 
     /// A cache that groups nodes with `grouper`.
     pub fn with_grouper(grouper: impl NodeGrouper) -> Self {
-        Self {
-            grouper: Arc::new(grouper),
-            groups: RwLock::new(HashMap::new()),
-        }
+        Self { grouper: Arc::new(grouper), groups: RwLock::new(HashMap::new()) }
     }
 
     /// The group a node belongs to.
@@ -146,10 +134,7 @@ impl SnapshotCache {
 
     /// The current snapshot of a group.
     pub fn snapshot(&self, group: &str) -> Option<Arc<Snapshot>> {
-        self.groups
-            .read()
-            .get(group)
-            .and_then(|g| g.state.lock().snapshot.clone())
+        self.groups.read().get(group).and_then(|g| g.state.lock().snapshot.clone())
     }
 
     /// The groups that have a snapshot, sorted.
@@ -167,18 +152,11 @@ impl SnapshotCache {
 
     /// Follows one type of a group. Standard types are always accepted; other type URLs only
     /// when the group's snapshot holds them.
-    pub fn watch_group(
-        &self,
-        group: &str,
-        type_url: &str,
-    ) -> Result<ResourceWatch, xds_core::Error> {
+    pub fn watch_group(&self, group: &str, type_url: &str) -> Result<ResourceWatch, xds_core::Error> {
         let g = self.group(group);
         let mut state = g.state.lock();
-        let known = type_url::lookup(type_url).is_some()
-            || state
-                .snapshot
-                .as_ref()
-                .is_some_and(|s| s.get(type_url).is_some());
+        let known =
+            type_url::lookup(type_url).is_some() || state.snapshot.as_ref().is_some_and(|s| s.get(type_url).is_some());
         if !known {
             return Err(xds_core::Error::UnknownType(type_url.to_string()));
         }
@@ -205,10 +183,7 @@ mod tests {
     use xds_core::envoy::config::listener::v3::Listener;
 
     fn cluster(name: &str) -> Cluster {
-        Cluster {
-            name: name.into(),
-            ..Default::default()
-        }
+        Cluster { name: name.into(), ..Default::default() }
     }
 
     #[test]
@@ -227,22 +202,10 @@ mod tests {
         cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).build());
         let mut clusters = cache.watch_group("g", type_url::CLUSTER).expect("watch");
         let mut listeners = cache.watch_group("g", type_url::LISTENER).expect("watch");
-        assert_eq!(
-            listeners.borrow_and_update().as_ref().map(|s| s.len()),
-            Some(0)
-        );
+        assert_eq!(listeners.borrow_and_update().as_ref().map(|s| s.len()), Some(0));
         clusters.borrow_and_update();
-        let l = Listener {
-            name: "l".into(),
-            ..Default::default()
-        };
-        cache.set_snapshot(
-            "g",
-            Snapshot::builder()
-                .resource(&cluster("a"))
-                .resource(&l)
-                .build(),
-        );
+        let l = Listener { name: "l".into(), ..Default::default() };
+        cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).resource(&l).build());
         assert!(!clusters.has_changed().expect("open"));
         assert!(listeners.has_changed().expect("open"));
     }
@@ -250,9 +213,7 @@ mod tests {
     #[test]
     fn groups_are_independent() {
         let cache = SnapshotCache::new();
-        let other = cache
-            .watch_group("other", type_url::CLUSTER)
-            .expect("watch");
+        let other = cache.watch_group("other", type_url::CLUSTER).expect("watch");
         cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).build());
         assert!(!other.has_changed().expect("open"));
         assert_eq!(cache.groups(), ["g"]);
@@ -261,9 +222,7 @@ mod tests {
     #[test]
     fn unknown_type_is_refused() {
         let cache = SnapshotCache::new();
-        let err = cache
-            .watch_group("g", "type.googleapis.com/foo.Bar")
-            .expect_err("unknown");
+        let err = cache.watch_group("g", "type.googleapis.com/foo.Bar").expect_err("unknown");
         assert!(err.to_string().contains("foo.Bar"));
     }
 
@@ -271,29 +230,12 @@ mod tests {
     fn grouping_by_cluster_shares_one_snapshot() {
         let cache = SnapshotCache::with_grouper(xds_core::ByCluster);
         cache.set_snapshot("mesh", Snapshot::builder().resource(&cluster("a")).build());
-        let n1 = Node {
-            id: "1".into(),
-            cluster: "mesh".into(),
-            ..Default::default()
-        };
-        let n2 = Node {
-            id: "2".into(),
-            cluster: "mesh".into(),
-            ..Default::default()
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("rt");
-        let a = rt
-            .block_on(cache.watch(&n1, type_url::CLUSTER))
-            .expect("watch");
-        let b = rt
-            .block_on(cache.watch(&n2, type_url::CLUSTER))
-            .expect("watch");
-        let (a, b) = (
-            a.borrow().clone().expect("set"),
-            b.borrow().clone().expect("set"),
-        );
+        let n1 = Node { id: "1".into(), cluster: "mesh".into(), ..Default::default() };
+        let n2 = Node { id: "2".into(), cluster: "mesh".into(), ..Default::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        let a = rt.block_on(cache.watch(&n1, type_url::CLUSTER)).expect("watch");
+        let b = rt.block_on(cache.watch(&n2, type_url::CLUSTER)).expect("watch");
+        let (a, b) = (a.borrow().clone().expect("set"), b.borrow().clone().expect("set"));
         assert!(Arc::ptr_eq(&a, &b));
     }
 }

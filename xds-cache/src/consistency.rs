@@ -7,9 +7,7 @@
 
 use std::fmt;
 
-use xds_core::envoy::config::cluster::v3::{
-    cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster,
-};
+use xds_core::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster};
 use xds_core::envoy::config::listener::v3::Listener;
 use xds_core::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
@@ -41,11 +39,7 @@ impl fmt::Display for Missing {
 }
 
 pub(crate) fn describe(missing: &[Missing]) -> String {
-    missing
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    missing.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Lists what `clusters` and `listeners` reference but `endpoints` and `routes` lack.
@@ -65,9 +59,7 @@ pub(crate) fn check(
             missing.push(undecodable(type_url::CLUSTER, r.name()));
             continue;
         };
-        if cluster.cluster_discovery_type
-            == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
-        {
+        if cluster.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)) {
             let service = cluster
                 .eds_cluster_config
                 .as_ref()
@@ -102,11 +94,7 @@ pub(crate) fn check(
 }
 
 fn undecodable(type_url: &'static str, name: &str) -> Missing {
-    Missing {
-        type_url,
-        name: name.to_string(),
-        referenced_by: "itself: it does not decode".to_string(),
-    }
+    Missing { type_url, name: name.to_string(), referenced_by: "itself: it does not decode".to_string() }
 }
 
 /// The RouteConfiguration names a listener's HttpConnectionManagers fetch over RDS, from the
@@ -114,22 +102,13 @@ fn undecodable(type_url: &'static str, name: &str) -> Missing {
 pub fn rds_names(listener: &Listener) -> Vec<String> {
     let hcm_url = HttpConnectionManager::type_url();
     let mut anys = Vec::new();
-    if let Some(api) = listener
-        .api_listener
-        .as_ref()
-        .and_then(|a| a.api_listener.as_ref())
-    {
+    if let Some(api) = listener.api_listener.as_ref().and_then(|a| a.api_listener.as_ref()) {
         anys.push(api);
     }
-    for chain in listener
-        .filter_chains
-        .iter()
-        .chain(listener.default_filter_chain.iter())
-    {
+    for chain in listener.filter_chains.iter().chain(listener.default_filter_chain.iter()) {
         for filter in &chain.filters {
-            if let Some(xds_core::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
-                any,
-            )) = &filter.config_type
+            if let Some(xds_core::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)) =
+                &filter.config_type
             {
                 anys.push(any);
             }

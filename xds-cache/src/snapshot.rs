@@ -109,9 +109,7 @@ impl SnapshotBuilder {
     /// are none.
     #[must_use]
     pub fn empty_type(mut self, type_url: &str) -> Self {
-        self.sets
-            .entry(type_url.into())
-            .or_insert_with(|| ResourceSet::empty(type_url));
+        self.sets.entry(type_url.into()).or_insert_with(|| ResourceSet::empty(type_url));
         self
     }
 
@@ -125,9 +123,7 @@ impl SnapshotBuilder {
     /// Finishes the snapshot.
     pub fn build(mut self) -> Snapshot {
         for t in self.versions.keys() {
-            self.sets
-                .entry(t.clone())
-                .or_insert_with(|| ResourceSet::empty(t.clone()));
+            self.sets.entry(t.clone()).or_insert_with(|| ResourceSet::empty(t.clone()));
         }
         let sets = self
             .sets

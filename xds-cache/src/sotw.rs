@@ -142,20 +142,12 @@ pub struct SotwStream {
 impl SotwStream {
     /// A stream of the aggregated service (ADS): every request names its type.
     pub fn ads() -> Self {
-        Self {
-            fixed_type: None,
-            node: None,
-            next_nonce: 1,
-            types: BTreeMap::new(),
-        }
+        Self { fixed_type: None, node: None, next_nonce: 1, types: BTreeMap::new() }
     }
 
     /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
     pub fn for_type(type_url: &str) -> Self {
-        Self {
-            fixed_type: Some(type_url.into()),
-            ..Self::ads()
-        }
+        Self { fixed_type: Some(type_url.into()), ..Self::ads() }
     }
 
     /// The node from the first request.
@@ -177,12 +169,7 @@ impl SotwStream {
             (None, t) => t.into(),
             (Some(fixed), "") => fixed.clone(),
             (Some(fixed), t) if &**fixed == t => fixed.clone(),
-            (Some(fixed), t) => {
-                return Err(Error::WrongType {
-                    expected: fixed.to_string(),
-                    got: t.to_string(),
-                })
-            }
+            (Some(fixed), t) => return Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
         };
         let new_type = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
@@ -191,26 +178,14 @@ impl SotwStream {
         let kind = match (&state.nonce, req.response_nonce.as_str()) {
             (_, "") | (None, _) => RequestKind::Initial,
             (Some(latest), nonce) if &**latest != nonce => {
-                return Ok(RequestInfo {
-                    type_url,
-                    kind: RequestKind::Stale,
-                    new_type,
-                });
+                return Ok(RequestInfo { type_url, kind: RequestKind::Stale, new_type });
             }
             (Some(nonce), _) => match &req.error_detail {
                 // Rule 3: a NACK is known by its error_detail.
                 Some(status) => {
                     let detail = status.message.clone();
-                    let rejected_version = state
-                        .sent
-                        .as_ref()
-                        .map(|s| s.set_version.clone())
-                        .unwrap_or_default();
-                    state.nack = Some(Nack {
-                        rejected_version,
-                        nonce: nonce.clone(),
-                        detail: detail.clone(),
-                    });
+                    let rejected_version = state.sent.as_ref().map(|s| s.set_version.clone()).unwrap_or_default();
+                    state.nack = Some(Nack { rejected_version, nonce: nonce.clone(), detail: detail.clone() });
                     RequestKind::Nack { detail }
                 }
                 None => {
@@ -223,12 +198,8 @@ impl SotwStream {
 
         // Rule 7: wildcard and subscriptions.
         let legacy = type_url::lookup(&type_url).is_some_and(|t| t.legacy_wildcard);
-        let explicit: BTreeSet<Arc<str>> = req
-            .resource_names
-            .iter()
-            .filter(|n| *n != WILDCARD)
-            .map(|n| Arc::from(n.as_str()))
-            .collect();
+        let explicit: BTreeSet<Arc<str>> =
+            req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
         let star = req.resource_names.iter().any(|n| n == WILDCARD);
         // Any name, `*` included, ends the legacy wildcard for the rest of the stream.
         state.explicit_seen |= !req.resource_names.is_empty();
@@ -247,11 +218,7 @@ impl SotwStream {
         state.names = explicit;
         state.waiting = true;
         state.dirty = true;
-        Ok(RequestInfo {
-            type_url,
-            kind,
-            new_type,
-        })
+        Ok(RequestInfo { type_url, kind, new_type })
     }
 
     /// Records the latest resources of a type (from the source's watch channel).
@@ -266,12 +233,7 @@ impl SotwStream {
     /// make-before-break order. Call it until it returns `None` whenever the transport can take
     /// a response.
     pub fn next_response(&mut self) -> Option<SotwResponse> {
-        let mut order: Vec<Arc<str>> = self
-            .types
-            .iter()
-            .filter(|(_, s)| s.ready())
-            .map(|(t, _)| t.clone())
-            .collect();
+        let mut order: Vec<Arc<str>> = self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
         order.sort_by_key(|t| type_url::order(t));
         for t in order {
             let state = self.types.get_mut(&t)?;
@@ -287,22 +249,14 @@ impl SotwStream {
                 resources: if state.wildcard {
                     Vec::new()
                 } else {
-                    resources
-                        .iter()
-                        .map(|r| (r.name_arc().clone(), r.version_arc().clone()))
-                        .collect()
+                    resources.iter().map(|r| (r.name_arc().clone(), r.version_arc().clone())).collect()
                 },
                 wildcard: state.wildcard,
             });
             state.nonce = Some(nonce.clone());
             state.waiting = false;
             state.new_names.clear();
-            return Some(SotwResponse {
-                type_url: t,
-                version: set.version_arc().clone(),
-                nonce,
-                resources,
-            });
+            return Some(SotwResponse { type_url: t, version: set.version_arc().clone(), nonce, resources });
         }
         None
     }
@@ -321,11 +275,7 @@ impl SotwStream {
 
     /// The version last sent for a type.
     pub fn sent_version(&self, type_url: &str) -> Option<&str> {
-        self.types
-            .get(type_url)?
-            .sent
-            .as_ref()
-            .map(|s| &*s.set_version)
+        self.types.get(type_url)?.sent.as_ref().map(|s| &*s.set_version)
     }
 
     /// The last NACK of a type, until the next ACK.
@@ -340,10 +290,7 @@ impl SotwStream {
 
     /// The explicitly subscribed names of a type.
     pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
-        self.types
-            .get(type_url)
-            .into_iter()
-            .flat_map(|s| s.names.iter().map(|n| &**n))
+        self.types.get(type_url).into_iter().flat_map(|s| s.names.iter().map(|n| &**n))
     }
 
     /// The types this stream has requested.
@@ -363,8 +310,7 @@ impl TypeState {
             return None;
         }
         let set = self.latest.as_ref()?;
-        let full_state =
-            self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
+        let full_state = self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
         if let (Some(sent), true) = (&self.sent, self.new_names.is_empty()) {
             if self.wildcard && sent.wildcard && sent.set_version == *set.version_arc() {
                 return None;
@@ -373,10 +319,7 @@ impl TypeState {
         let resources: Vec<Arc<EncodedResource>> = if self.wildcard {
             set.iter().cloned().collect()
         } else {
-            self.names
-                .iter()
-                .filter_map(|n| set.get(n).cloned())
-                .collect()
+            self.names.iter().filter_map(|n| set.get(n).cloned()).collect()
         };
         let answer = match &self.sent {
             // Nothing sent since the last fresh request: answer (full state even when empty).
@@ -414,10 +357,7 @@ mod tests {
     const RDS: &str = type_url::ROUTE;
 
     fn node() -> Node {
-        Node {
-            id: "n1".into(),
-            ..Default::default()
-        }
+        Node { id: "n1".into(), ..Default::default() }
     }
 
     fn req(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
@@ -433,11 +373,7 @@ mod tests {
 
     fn nack(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
         DiscoveryRequest {
-            error_detail: Some(RpcStatus {
-                code: 3,
-                message: "bad config".into(),
-                details: vec![],
-            }),
+            error_detail: Some(RpcStatus { code: 3, message: "bad config".into(), details: vec![] }),
             ..req(type_url, names, version, nonce)
         }
     }
@@ -446,12 +382,7 @@ mod tests {
         Arc::new(ResourceSet::from_resources(
             CDS,
             spec.iter().map(|(n, alt)| {
-                Cluster {
-                    name: n.to_string(),
-                    alt_stat_name: alt.to_string(),
-                    ..Default::default()
-                }
-                .encode_resource()
+                Cluster { name: n.to_string(), alt_stat_name: alt.to_string(), ..Default::default() }.encode_resource()
             }),
         ))
     }
@@ -489,8 +420,7 @@ mod tests {
         s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
         s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
         let r2 = s.next_response().expect("eds response");
-        s.on_request(&req(CDS, &[], &r1.version, &r1.nonce))
-            .expect("ack");
+        s.on_request(&req(CDS, &[], &r1.version, &r1.nonce)).expect("ack");
         s.on_resources(CDS, Some(clusters(&[("a", "2")])));
         let r3 = s.next_response().expect("cds update");
         assert_ne!(r1.nonce, r2.nonce);
@@ -501,30 +431,18 @@ mod tests {
     #[test]
     fn rule2_ack_records_version() {
         let (mut s, r) = started();
-        let info = s
-            .on_request(&req(CDS, &[], &r.version, &r.nonce))
-            .expect("ack");
+        let info = s.on_request(&req(CDS, &[], &r.version, &r.nonce)).expect("ack");
         assert_eq!(info.kind, RequestKind::Ack);
         assert_eq!(s.acked_version(CDS), Some(&*r.version));
-        assert!(
-            s.next_response().is_none(),
-            "an ACK of unchanged content gets no response"
-        );
+        assert!(s.next_response().is_none(), "an ACK of unchanged content gets no response");
     }
 
     #[test]
     fn rule3_nack_is_detected_by_error_detail_even_with_the_new_version() {
         let (mut s, r) = started();
         // A client that (wrongly or not) echoes the new version still NACKs by error_detail.
-        let info = s
-            .on_request(&nack(CDS, &[], &r.version, &r.nonce))
-            .expect("nack");
-        assert_eq!(
-            info.kind,
-            RequestKind::Nack {
-                detail: "bad config".into()
-            }
-        );
+        let info = s.on_request(&nack(CDS, &[], &r.version, &r.nonce)).expect("nack");
+        assert_eq!(info.kind, RequestKind::Nack { detail: "bad config".into() });
         let n = s.last_nack(CDS).expect("nack recorded");
         assert_eq!(n.rejected_version, r.version);
         assert_eq!(s.acked_version(CDS), None);
@@ -534,17 +452,13 @@ mod tests {
     fn rule4_no_resend_after_nack_until_content_changes() {
         let (mut s, r) = started();
         s.on_request(&nack(CDS, &[], "", &r.nonce)).expect("nack");
-        assert!(
-            s.next_response().is_none(),
-            "NACKed content is not sent again"
-        );
+        assert!(s.next_response().is_none(), "NACKed content is not sent again");
         // Re-publishing the same content changes nothing.
         s.on_resources(CDS, Some(clusters(&[("a", "1"), ("b", "1")])));
         assert!(s.next_response().is_none());
         s.on_resources(CDS, Some(clusters(&[("a", "fixed"), ("b", "1")])));
         let fixed = s.next_response().expect("new content is sent");
-        s.on_request(&req(CDS, &[], &fixed.version, &fixed.nonce))
-            .expect("ack");
+        s.on_request(&req(CDS, &[], &fixed.version, &fixed.nonce)).expect("ack");
         assert!(s.last_nack(CDS).is_none());
         assert_eq!(s.acked_version(CDS), Some(&*fixed.version));
     }
@@ -552,8 +466,7 @@ mod tests {
     #[test]
     fn rule5_stale_nonce_is_ignored() {
         let (mut s, r1) = started();
-        s.on_request(&req(CDS, &[], &r1.version, &r1.nonce))
-            .expect("ack");
+        s.on_request(&req(CDS, &[], &r1.version, &r1.nonce)).expect("ack");
         s.on_resources(CDS, Some(clusters(&[("a", "2")])));
         let r2 = s.next_response().expect("update");
         // A late request echoing the first nonce.
@@ -561,12 +474,8 @@ mod tests {
         assert_eq!(info.kind, RequestKind::Stale);
         assert!(s.last_nack(CDS).is_none());
         s.on_resources(CDS, Some(clusters(&[("a", "3")])));
-        assert!(
-            s.next_response().is_none(),
-            "a stale request is not answered"
-        );
-        s.on_request(&req(CDS, &[], &r2.version, &r2.nonce))
-            .expect("ack");
+        assert!(s.next_response().is_none(), "a stale request is not answered");
+        s.on_request(&req(CDS, &[], &r2.version, &r2.nonce)).expect("ack");
         assert!(s.next_response().is_some());
     }
 
@@ -589,22 +498,10 @@ mod tests {
     #[test]
     fn type_url_is_required_on_ads_and_must_match_on_per_type_streams() {
         let mut ads = SotwStream::ads();
-        assert!(matches!(
-            ads.on_request(&req("", &[], "", "")),
-            Err(Error::MissingTypeUrl)
-        ));
+        assert!(matches!(ads.on_request(&req("", &[], "", "")), Err(Error::MissingTypeUrl)));
         let mut cds = SotwStream::for_type(CDS);
-        assert_eq!(
-            &*cds
-                .on_request(&req("", &[], "", ""))
-                .expect("implied")
-                .type_url,
-            CDS
-        );
-        assert!(matches!(
-            cds.on_request(&req(LDS, &[], "", "")),
-            Err(Error::WrongType { .. })
-        ));
+        assert_eq!(&*cds.on_request(&req("", &[], "", "")).expect("implied").type_url, CDS);
+        assert!(matches!(cds.on_request(&req(LDS, &[], "", "")), Err(Error::WrongType { .. })));
     }
 
     #[test]
@@ -613,20 +510,15 @@ mod tests {
         assert!(s.is_wildcard(CDS));
         assert_eq!(names(&r), ["a", "b"]);
         // Explicit names end the legacy wildcard...
-        s.on_request(&req(CDS, &["a"], &r.version, &r.nonce))
-            .expect("explicit");
+        s.on_request(&req(CDS, &["a"], &r.version, &r.nonce)).expect("explicit");
         assert!(!s.is_wildcard(CDS));
-        let r2 = s
-            .next_response()
-            .expect("narrowed: full-state type answers");
+        let r2 = s.next_response().expect("narrowed: full-state type answers");
         assert_eq!(names(&r2), ["a"]);
         // ...and afterwards an empty list means nothing, not everything.
-        s.on_request(&req(CDS, &[], &r2.version, &r2.nonce))
-            .expect("empty");
+        s.on_request(&req(CDS, &[], &r2.version, &r2.nonce)).expect("empty");
         assert!(!s.is_wildcard(CDS));
         // `*` is wildcard at any time.
-        s.on_request(&req(CDS, &["*"], &r2.version, &r2.nonce))
-            .expect("star");
+        s.on_request(&req(CDS, &["*"], &r2.version, &r2.nonce)).expect("star");
         assert!(s.is_wildcard(CDS));
     }
 
@@ -636,10 +528,7 @@ mod tests {
         s.on_request(&req(EDS, &[], "", "")).expect("eds");
         s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
         assert!(!s.is_wildcard(EDS));
-        assert!(
-            s.next_response().is_none(),
-            "EDS with no names subscribes to nothing"
-        );
+        assert!(s.next_response().is_none(), "EDS with no names subscribes to nothing");
     }
 
     #[test]
@@ -653,16 +542,12 @@ mod tests {
     #[test]
     fn rule9_full_state_types_answer_with_nothing_and_send_deletes() {
         let mut s = SotwStream::ads();
-        s.on_request(&req(LDS, &["missing"], "", ""))
-            .expect("lds by name (proxyless gRPC)");
+        s.on_request(&req(LDS, &["missing"], "", "")).expect("lds by name (proxyless gRPC)");
         s.on_resources(LDS, Some(Arc::new(ResourceSet::empty(LDS))));
-        let r = s
-            .next_response()
-            .expect("full state: absent means does-not-exist");
+        let r = s.next_response().expect("full state: absent means does-not-exist");
         assert!(r.resources.is_empty());
         let (mut s, r) = started();
-        s.on_request(&req(CDS, &[], &r.version, &r.nonce))
-            .expect("ack");
+        s.on_request(&req(CDS, &[], &r.version, &r.nonce)).expect("ack");
         s.on_resources(CDS, Some(clusters(&[("a", "1")])));
         assert_eq!(names(&s.next_response().expect("delete of b")), ["a"]);
     }
@@ -673,23 +558,15 @@ mod tests {
         s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
         s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1)])));
         let r1 = s.next_response().expect("a");
-        s.on_request(&req(EDS, &["a", "b"], &r1.version, &r1.nonce))
-            .expect("add b");
-        let r2 = s
-            .next_response()
-            .expect("b is answered though nothing changed");
+        s.on_request(&req(EDS, &["a", "b"], &r1.version, &r1.nonce)).expect("add b");
+        let r2 = s.next_response().expect("b is answered though nothing changed");
         assert_eq!(names(&r2), ["a", "b"]);
         // Unsubscribe b (answered with what remains), subscribe it again: answered again.
-        s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce))
-            .expect("drop b");
+        s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce)).expect("drop b");
         let r3 = s.next_response().expect("narrowed");
         assert_eq!(names(&r3), ["a"]);
-        s.on_request(&req(EDS, &["a", "b"], &r3.version, &r3.nonce))
-            .expect("re-add b");
-        assert_eq!(
-            names(&s.next_response().expect("re-subscribed b answered")),
-            ["a", "b"]
-        );
+        s.on_request(&req(EDS, &["a", "b"], &r3.version, &r3.nonce)).expect("re-add b");
+        assert_eq!(names(&s.next_response().expect("re-subscribed b answered")), ["a", "b"]);
     }
 
     #[test]
@@ -707,8 +584,7 @@ mod tests {
         let mut s = SotwStream::ads();
         let set = clusters(&[("a", "1")]);
         // A client reconnecting with the version it already holds still gets a response.
-        s.on_request(&req(CDS, &[], set.version(), ""))
-            .expect("reconnect");
+        s.on_request(&req(CDS, &[], set.version(), "")).expect("reconnect");
         s.on_resources(CDS, Some(set));
         assert!(s.next_response().is_some());
     }
@@ -719,25 +595,17 @@ mod tests {
         s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
         s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1)])));
         let r1 = s.next_response().expect("a");
-        s.on_request(&req(EDS, &["a"], &r1.version, &r1.nonce))
-            .expect("ack");
+        s.on_request(&req(EDS, &["a"], &r1.version, &r1.nonce)).expect("ack");
         s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 2)])));
         assert!(s.next_response().is_none(), "b changed, a did not");
         assert!(!s.wants_to_send());
         s.on_resources(EDS, Some(endpoints(&[("a", 2), ("b", 2)])));
         let r2 = s.next_response().expect("a changed");
         s.on_resources(EDS, Some(endpoints(&[("a", 3), ("b", 2)])));
-        assert!(
-            s.next_response().is_none(),
-            "no second response before the client answers"
-        );
-        s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce))
-            .expect("ack");
+        assert!(s.next_response().is_none(), "no second response before the client answers");
+        s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce)).expect("ack");
         let r3 = s.next_response().expect("latest wins");
-        assert_eq!(
-            r3.resources[0].version(),
-            endpoints(&[("a", 3)]).get("a").expect("a").version()
-        );
+        assert_eq!(r3.resources[0].version(), endpoints(&[("a", 3)]).get("a").expect("a").version());
     }
 
     #[test]
@@ -746,10 +614,7 @@ mod tests {
         s.on_request(&req(CDS, &[], "", "")).expect("cds");
         s.on_resources(CDS, None);
         assert!(!s.wants_to_send());
-        assert!(
-            s.next_response().is_none(),
-            "no empty config before the source is ready"
-        );
+        assert!(s.next_response().is_none(), "no empty config before the source is ready");
     }
 
     #[test]
@@ -761,17 +626,13 @@ mod tests {
         }
         s.on_resources(
             RDS,
-            Some(Arc::new(ResourceSet::from_resources(
-                RDS,
-                [xds_core::EncodedResource::new(RDS, "a", b"r".to_vec())],
-            ))),
+            Some(Arc::new(ResourceSet::from_resources(RDS, [xds_core::EncodedResource::new(RDS, "a", b"r".to_vec())]))),
         );
         s.on_resources(LDS, Some(Arc::new(ResourceSet::empty(LDS))));
         s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
         s.on_resources(CDS, Some(clusters(&[("a", "1")])));
-        let order: Vec<String> = std::iter::from_fn(|| s.next_response())
-            .map(|r| type_url::short_name(&r.type_url).to_string())
-            .collect();
+        let order: Vec<String> =
+            std::iter::from_fn(|| s.next_response()).map(|r| type_url::short_name(&r.type_url).to_string()).collect();
         assert_eq!(order, ["CDS", "EDS", "LDS", "RDS"]);
     }
 

@@ -69,7 +69,8 @@ impl EncodedResource {
         let type_url = type_url.into();
         let value: Bytes = value.into();
         let version: Arc<str> = content_version(&value).into();
-        let any = envoy_types::pb::google::protobuf::Any { type_url: type_url.to_string(), value: value.to_vec() }.encode_to_vec();
+        let any = envoy_types::pb::google::protobuf::Any { type_url: type_url.to_string(), value: value.to_vec() }
+            .encode_to_vec();
         let value_offset = any.len() - value.len();
         Self { type_url, name: name.into(), version, any: Bytes::from(any), value_offset, ttl: None }
     }

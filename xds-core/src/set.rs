@@ -49,10 +49,7 @@ impl ResourceSet {
     }
 
     /// Builds a set from resources. A later resource with the same name replaces an earlier one.
-    pub fn from_resources(
-        type_url: impl Into<Arc<str>>,
-        resources: impl IntoIterator<Item = EncodedResource>,
-    ) -> Self {
+    pub fn from_resources(type_url: impl Into<Arc<str>>, resources: impl IntoIterator<Item = EncodedResource>) -> Self {
         let mut set = Self::empty(type_url);
         for r in resources {
             set.insert(r);

@@ -56,11 +56,20 @@ impl WireMessage for SotwResponse {
 
 /// Bytes a SotW response takes on the wire (for logs and metrics).
 pub(crate) fn sotw_encoded_len(r: &SotwResponse) -> usize {
-    let field = |len: usize| if len == 0 { 0 } else { 1 + encoded_len_varint(len as u64) + len };
+    let field = |len: usize| {
+        if len == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(len as u64) + len
+        }
+    };
     field(r.version.len())
         + field(r.type_url.len())
         + field(r.nonce.len())
-        + r.resources.iter().map(|x| 1 + encoded_len_varint(x.any_bytes().len() as u64) + x.any_bytes().len()).sum::<usize>()
+        + r.resources
+            .iter()
+            .map(|x| 1 + encoded_len_varint(x.any_bytes().len() as u64) + x.any_bytes().len())
+            .sum::<usize>()
 }
 
 /// Codec decoding `Req` with prost and encoding a [`WireMessage`].
@@ -110,9 +119,9 @@ impl<T: Message + Default> Decoder for ProstDecoder<T> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        T::decode(src)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("malformed request: it is not a valid protobuf message: {e}")))
+        T::decode(src).map(Some).map_err(|e| {
+            Status::invalid_argument(format!("malformed request: it is not a valid protobuf message: {e}"))
+        })
     }
 }
 

@@ -204,7 +204,11 @@ impl XdsServer {
     }
 
     /// Binds `addr` and serves until `shutdown` completes, then drains streams.
-    pub async fn serve(self, addr: SocketAddr, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         self.serve_with_listener(listener, shutdown).await
     }
@@ -227,7 +231,8 @@ impl XdsServer {
         if let Some(tls) = &b.tls {
             let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
             if let Some(ca) = &tls.client_ca_pem {
-                config = config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(tls.client_auth_optional);
+                config =
+                    config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(tls.client_auth_optional);
             }
             server = server.tls_config(config).map_err(|e| Error::Tls(e.to_string()))?;
         }

@@ -6,11 +6,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
-use tokio_stream::wrappers::ReceiverStream;
 use xds_cache::SotwResponse;
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;

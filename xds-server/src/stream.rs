@@ -158,7 +158,15 @@ async fn on_request(
             shared.callbacks.on_ack(info, &applied.type_url, version);
         }
         RequestKind::Nack { detail } => {
-            warn!(node = node_id, r#type = short, version, nonce, names, error = detail.as_str(), "NACK: the client rejected the configuration");
+            warn!(
+                node = node_id,
+                r#type = short,
+                version,
+                nonce,
+                names,
+                error = detail.as_str(),
+                "NACK: the client rejected the configuration"
+            );
             if let Some(nack) = machine.last_nack(&applied.type_url) {
                 shared.callbacks.on_nack(info, &applied.type_url, nack);
             }

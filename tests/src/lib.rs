@@ -1,2 +1,158 @@
 //! Helpers shared by the end-to-end tests: start a server on a loopback port, open a raw ADS
-//! stream, send requests and read responses with bounded waits.
+//! stream with the generated tonic client, send requests and read responses with bounded waits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use xds_cache::SnapshotCache;
+use xds_core::envoy::config::core::v3::Node;
+use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use xds_core::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use xds_server::{ServerBuilder, XdsServer};
+
+/// How long a test waits for an expected response.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test listens to conclude that nothing is sent.
+pub const SILENCE: Duration = Duration::from_millis(300);
+
+/// A server on `127.0.0.1:<free port>`, stopped when dropped.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The cache it serves.
+    pub cache: Arc<SnapshotCache>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), xds_server::Error>>>,
+}
+
+impl TestServer {
+    /// Starts a server with default settings over a cache grouping nodes by id.
+    pub async fn start() -> Self {
+        Self::start_with(XdsServer::builder(), Arc::new(SnapshotCache::new())).await
+    }
+
+    /// Starts a server from a builder and a cache.
+    pub async fn start_with(builder: ServerBuilder, cache: Arc<SnapshotCache>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = builder.build(cache.clone());
+        let handle = tokio::spawn(server.serve_with_listener(listener, async move {
+            let _ = rx.await;
+        }));
+        Self { addr, cache, shutdown: Some(tx), handle: Some(handle) }
+    }
+
+    /// Starts shutdown and waits (bounded) for the server to finish.
+    pub async fn stop(mut self) -> Result<(), xds_server::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(10), handle).await.expect("server stops in time").expect("join")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A node with the given id.
+pub fn node(id: &str) -> Node {
+    Node { id: id.into(), ..Default::default() }
+}
+
+/// A SotW request.
+pub fn request(node_id: Option<&str>, type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: node_id.map(node),
+        type_url: type_url.into(),
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+/// One raw ADS stream.
+pub struct AdsClient {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    rx: Streaming<DiscoveryResponse>,
+}
+
+impl AdsClient {
+    /// Opens an ADS stream to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Result<Self, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the test server");
+        let (tx, rx) = mpsc::channel(16);
+        let rx = client.stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self { tx, rx })
+    }
+
+    /// Sends a request.
+    pub async fn send(&self, req: DiscoveryRequest) {
+        self.tx.send(req).await.expect("stream open");
+    }
+
+    /// The next message or error, waiting at most [`WAIT`].
+    pub async fn next(&mut self) -> Result<Option<DiscoveryResponse>, tonic::Status> {
+        tokio::time::timeout(WAIT, self.rx.message()).await.expect("no response within the wait")
+    }
+
+    /// The next response; panics on error or timeout.
+    pub async fn recv(&mut self) -> DiscoveryResponse {
+        self.next().await.expect("response, not an error").expect("stream still open")
+    }
+
+    /// The status the stream ends with.
+    pub async fn recv_error(&mut self) -> tonic::Status {
+        match self.next().await {
+            Err(status) => status,
+            Ok(other) => panic!("expected an error status, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for [`SILENCE`].
+    pub async fn expect_silence(&mut self) {
+        if let Ok(msg) = tokio::time::timeout(SILENCE, self.rx.message()).await {
+            panic!("expected no response, got {msg:?}");
+        }
+    }
+}
+
+/// Names of the resources in a response, decoded by their type.
+pub fn resource_names(r: &DiscoveryResponse) -> Vec<String> {
+    use xds_core::envoy;
+    use xds_core::prost::Message;
+    r.resources
+        .iter()
+        .map(|any| match any.type_url.as_str() {
+            xds_core::type_url::CLUSTER => {
+                envoy::config::cluster::v3::Cluster::decode(any.value.as_slice()).expect("cluster").name
+            }
+            xds_core::type_url::ENDPOINT => {
+                envoy::config::endpoint::v3::ClusterLoadAssignment::decode(any.value.as_slice())
+                    .expect("cla")
+                    .cluster_name
+            }
+            xds_core::type_url::LISTENER => {
+                envoy::config::listener::v3::Listener::decode(any.value.as_slice()).expect("listener").name
+            }
+            xds_core::type_url::ROUTE => {
+                envoy::config::route::v3::RouteConfiguration::decode(any.value.as_slice()).expect("route").name
+            }
+            other => panic!("unexpected type {other}"),
+        })
+        .collect()
+}

@@ -313,3 +313,77 @@ async fn shutdown_ends_streams_with_unavailable() {
     assert_eq!(status.code(), tonic::Code::Unavailable);
     stopping.await.expect("join").expect("server stopped cleanly");
 }
+
+#[tokio::test]
+async fn large_requests_are_accepted() {
+    let server = TestServer::start().await;
+    server.cache.set_snapshot("n1", snapshot(&[], &[("a", 1)]));
+    let mut c = AdsClient::connect(server.addr).await.expect("open");
+    // About 8 MB of names: twice gRPC's usual 4 MiB limit.
+    let names: Vec<String> = (0..100_000).map(|i| format!("{i:0>70}")).chain(["a".to_string()]).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    c.send(request(Some("n1"), ENDPOINT, &refs, "", "")).await;
+    assert_eq!(resource_names(&c.recv().await), ["a"]);
+}
+
+/// Sends raw bytes as a request message.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn malformed_request_gets_invalid_argument() {
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static(
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+    );
+    let garbage = futures::stream::iter([vec![0xff_u8, 0xff, 0xff, 0xff]]);
+    let result = grpc.streaming(tonic::Request::new(garbage), path, RawCodec).await;
+    let status = match result {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            tokio::time::timeout(xds_tests::WAIT, stream.message()).await.expect("in time").expect_err("refused")
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("malformed request"), "{}", status.message());
+}

@@ -110,8 +110,12 @@ async fn run_sotw(
                     }
                 }
                 Ok(None) => break Ok(()),
+                // A request that does not decode or is too large: tell the client why.
+                Err(status) if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => {
+                    break Err(status);
+                }
                 Err(status) => {
-                    debug!(%status, "request stream failed");
+                    debug!(%status, "the client's request stream ended with an error");
                     break Ok(());
                 }
             },

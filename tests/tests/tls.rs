@@ -1,0 +1,108 @@
+//! TLS and mutual TLS on the xDS port, with certificates generated here.
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use xds_cache::{Snapshot, SnapshotCache};
+use xds_core::envoy::config::cluster::v3::Cluster;
+use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use xds_core::type_url::CLUSTER;
+use xds_server::{TlsConfig, XdsServer};
+use xds_tests::{request, resource_names, TestServer, WAIT};
+
+struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let ca = params.self_signed(&key).expect("ca");
+        Self { ca_pem: ca.pem(), issuer: Issuer::new(params, key) }
+    }
+
+    /// (cert PEM, key PEM) for the given SANs.
+    fn leaf(&self, sans: Vec<SanType>) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = sans;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn server_sans() -> Vec<SanType> {
+    vec![SanType::DnsName("localhost".try_into().expect("dns")), SanType::IpAddress([127, 0, 0, 1].into())]
+}
+
+async fn serve(tls: TlsConfig) -> TestServer {
+    let cache = Arc::new(SnapshotCache::new());
+    cache.set_snapshot("n1", Snapshot::builder().resource(&Cluster { name: "a".into(), ..Default::default() }).build());
+    TestServer::start_with(XdsServer::builder().tls(tls), cache).await
+}
+
+async fn fetch_clusters(server: &TestServer, tls: ClientTlsConfig) -> Result<Vec<String>, String> {
+    let channel = Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request(Some("n1"), CLUSTER, &[], "", "")).await.map_err(|e| e.to_string())?;
+    let mut stream =
+        client.stream_aggregated_resources(ReceiverStream::new(rx)).await.map_err(|e| e.to_string())?.into_inner();
+    let r = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("closed")?;
+    Ok(resource_names(&r))
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_trust_the_ca() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(server_sans());
+    let server = serve(TlsConfig {
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+        client_ca_pem: None,
+        client_auth_optional: false,
+    })
+    .await;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+    assert_eq!(fetch_clusters(&server, tls).await.expect("served over TLS"), ["a"]);
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(server_sans());
+    let server = serve(TlsConfig {
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+        client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+        client_auth_optional: false,
+    })
+    .await;
+    let base = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+
+    assert!(fetch_clusters(&server, base.clone()).await.is_err(), "a client without a certificate is refused");
+
+    let stranger = Pki::new();
+    let (c, k) = stranger.leaf(vec![SanType::DnsName("client".try_into().expect("dns"))]);
+    let untrusted = base.clone().identity(Identity::from_pem(c, k));
+    assert!(fetch_clusters(&server, untrusted).await.is_err(), "a certificate from another CA is refused");
+
+    let (c, k) = pki.leaf(vec![SanType::URI("spiffe://mesh/ns/default/sa/envoy".try_into().expect("uri"))]);
+    let trusted = base.identity(Identity::from_pem(c, k));
+    assert_eq!(fetch_clusters(&server, trusted).await.expect("trusted client served"), ["a"]);
+}

@@ -1,1 +1,27 @@
+//! # xds-examples
+//!
+//! Two users of the library, written the way an application would:
+//!
+//! - **`xds-sidecar`** (`src/bin/xds-sidecar.rs`): serves a YAML service registry to proxyless
+//!   gRPC clients. Its parts live in this library so they are unit tested:
+//!   [`registry`] (the file format and its validation), [`resources`] (the four resources a
+//!   client needs per service), [`reload`] (hot reload by polling), [`sidecar`] (publishing,
+//!   serving, logging), [`bootstrap`] (the client bootstrap JSON) and [`cli`].
+//! - **`custom-source`** (`src/bin/custom-source.rs`): the smallest application that
+//!   implements [`xds_core::ResourceSource`] itself instead of using a cache.
+//!
+//! ```
+//! use xds_examples::{registry::Registry, resources};
+//!
+//! let registry = Registry::parse("services:\n  - name: myservice\n    endpoints: [127.0.0.1:50051]\n")?;
+//! let snapshot = resources::snapshot(&registry)?; // Listener, route, cluster and endpoints
+//! assert_eq!(snapshot.get(xds_core::type_url::LISTENER).map(|s| s.len()), Some(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+pub mod bootstrap;
+pub mod cli;
+pub mod registry;
+pub mod reload;
+pub mod resources;
+pub mod sidecar;

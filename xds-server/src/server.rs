@@ -248,7 +248,7 @@ impl XdsServer {
                 tracing::warn!(?drain, "streams did not end within the drain timeout");
             }
         };
-        info!(addr = ?local, tls = b.tls.is_some(), "serving xDS");
+        info!(addr = %local.map_or_else(|| "unknown".to_string(), |a| a.to_string()), tls = b.tls.is_some(), "serving xDS");
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         server.add_routes(self.routes()).serve_with_incoming_shutdown(incoming, signal).await?;
         Ok(())

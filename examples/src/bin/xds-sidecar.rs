@@ -1,0 +1,41 @@
+//! `xds-sidecar`: serves a YAML service registry to proxyless gRPC clients over xDS.
+//!
+//! Run `xds-sidecar --help`; the logic lives in the `xds_examples` library.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use xds_examples::cli::{BootstrapCommand, Cli, Command, ServeArgs};
+use xds_examples::{bootstrap, sidecar};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Check(args)) => sidecar::check(&args.config).map(|summary| print!("{summary}")),
+        Some(Command::Bootstrap(BootstrapCommand::Grpc(args))) => {
+            let json = bootstrap::grpc_bootstrap(&args.xds_addr, &args.node_id, &args.zone);
+            println!("{json:#}");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xds-sidecar: error: {}", sidecar::report(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), sidecar::Error> {
+    let Some(config) = args.config else {
+        // clap already requires --config to serve; this guards against a change of definition.
+        Cli::command().error(ErrorKind::MissingRequiredArgument, "--config FILE is required to serve").exit()
+    };
+    sidecar::init_logging(&args.log_level, args.log_format)?;
+    sidecar::serve(&config, args.xds_addr, sidecar::shutdown_signal()).await
+}

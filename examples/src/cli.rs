@@ -1,0 +1,235 @@
+//! The `xds-sidecar` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::bootstrap;
+
+/// The default address of the xDS server.
+pub const DEFAULT_XDS_ADDR: &str = "127.0.0.1:18000";
+
+const ABOUT: &str = "Serve a YAML service registry to proxyless gRPC clients over xDS";
+
+const LONG_ABOUT: &str = "\
+Serve a YAML service registry to proxyless gRPC clients over xDS (ADS, v3).
+
+For every service NAME in the registry file, clients that dial the target xds:///NAME \
+receive a Listener, a RouteConfiguration, a Cluster and a ClusterLoadAssignment named NAME \
+that balance their RPCs round robin over the listed endpoints. Every client gets the same \
+configuration, whatever its node id.
+
+The registry file is watched: edits (in place or by replacing the file) are served within \
+a second, without restart. A file that does not parse or validate is reported as \
+FILE:LINE:COL and the last good configuration stays in place; at start-up it is an error.";
+
+const AFTER_HELP: &str = "\
+Registry file:
+  services:
+    - name: myservice                               # target xds:///myservice
+      endpoints: [127.0.0.1:50051, 127.0.0.1:50052] # IP:PORT, IPv6 as \"[::1]:50051\"
+
+Examples:
+  xds-sidecar --config registry.yaml
+  xds-sidecar check --config registry.yaml
+  xds-sidecar bootstrap grpc --node-id my-client > bootstrap.json
+  GRPC_XDS_BOOTSTRAP=bootstrap.json my-grpc-client xds:///myservice";
+
+/// The `xds-sidecar` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xds-sidecar",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// Options of the default command, `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// A subcommand; without one, `xds-sidecar` serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the registry over xDS (the default command).
+    Serve(ServeArgs),
+    /// Validate a registry file, print what it would serve and exit (status 1 if invalid).
+    Check(CheckArgs),
+    /// Print the bootstrap configuration a client needs to reach this server.
+    #[command(subcommand)]
+    Bootstrap(BootstrapCommand),
+}
+
+/// Client kinds `bootstrap` can write for.
+#[derive(Debug, Subcommand)]
+pub enum BootstrapCommand {
+    /// Print the JSON bootstrap of a proxyless gRPC client (gRFC A27).
+    ///
+    /// Save it to a file named by GRPC_XDS_BOOTSTRAP, or pass it inline with
+    /// GRPC_XDS_BOOTSTRAP_CONFIG="$(xds-sidecar bootstrap grpc)".
+    Grpc(GrpcBootstrapArgs),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Registry file (YAML) listing the services and their endpoints.
+    ///
+    /// Watched while serving: changes are applied within a second; an invalid version is
+    /// logged and ignored.
+    #[arg(short, long, value_name = "FILE", required = true)]
+    pub config: Option<PathBuf>,
+
+    /// Address the xDS server listens on.
+    #[arg(
+        long,
+        value_name = "IP:PORT",
+        default_value = DEFAULT_XDS_ADDR,
+        long_help = "Address the xDS server listens on.\n\nUse 0.0.0.0:18000 (or [::]:18000) to \
+                     accept clients on every interface; port 0 picks a free port, shown in the logs."
+    )]
+    pub xds_addr: SocketAddr,
+
+    /// Log verbosity when RUST_LOG is not set: off, error, warn, info, debug or trace.
+    ///
+    /// Per-module directives work too, e.g. "info,xds_server=debug" (debug shows every xDS
+    /// request and response). RUST_LOG, when set, takes precedence.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_log_filter)]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Options of `check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Registry file (YAML) to validate.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Options of `bootstrap grpc`.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcBootstrapArgs {
+    /// Address clients dial to reach the xDS server (the bootstrap's server_uri).
+    ///
+    /// Any gRPC target works, e.g. xds.example.internal:18000 or dns:///xds:18000.
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDR)]
+    pub xds_addr: String,
+
+    /// The client's node id (node.id), shown in the server's logs.
+    ///
+    /// Every client receives the same configuration whatever its id, but the id must not be
+    /// empty.
+    #[arg(long, value_name = "ID", default_value = bootstrap::DEFAULT_NODE_ID, value_parser = non_empty)]
+    pub node_id: String,
+
+    /// The client's locality zone (node.locality.zone).
+    #[arg(long, value_name = "ZONE", default_value = bootstrap::DEFAULT_ZONE)]
+    pub zone: String,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Accepts a level name, or `tracing` directives (which contain `=` or `,`).
+///
+/// A bare word that is not a level would otherwise be taken as a target name and silently
+/// log nothing useful.
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.contains('=') || value.contains(',') {
+        return tracing_subscriber::EnvFilter::try_new(value)
+            .map(|_| value.to_string())
+            .map_err(|e| format!("invalid log directives: {e}"));
+    }
+    tracing_subscriber::filter::LevelFilter::from_str(value)
+        .map(|_| value.to_string())
+        .map_err(|_| "expected off, error, warn, info, debug or trace".to_string())
+}
+
+fn non_empty(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("must not be empty".to_string())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xds-sidecar").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        let cli = parse(&["--config", "r.yaml"]).expect("parses");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.config, Some(PathBuf::from("r.yaml")));
+        assert_eq!(cli.serve.xds_addr, DEFAULT_XDS_ADDR.parse().expect("addr"));
+        assert_eq!(cli.serve.log_format, LogFormat::Text);
+
+        let cli = parse(&["serve", "-c", "r.yaml", "--log-format", "json", "--xds-addr", "[::1]:9"]).expect("parses");
+        match cli.command {
+            Some(Command::Serve(args)) => {
+                assert_eq!(args.log_format, LogFormat::Json);
+                assert_eq!(args.xds_addr, "[::1]:9".parse().expect("addr"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_is_required_to_serve() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["serve"]).is_err());
+        assert!(parse(&["--config", "r.yaml", "--xds-addr", "localhost:1"]).is_err());
+    }
+
+    #[test]
+    fn log_level_is_checked() {
+        assert!(parse(&["-c", "r", "--log-level", "debug"]).is_ok());
+        assert!(parse(&["-c", "r", "--log-level", "info,xds_server=trace"]).is_ok());
+        assert!(parse(&["-c", "r", "--log-level", "verbose"]).is_err());
+    }
+
+    #[test]
+    fn bootstrap_grpc_has_defaults() {
+        let cli = parse(&["bootstrap", "grpc"]).expect("parses");
+        match cli.command {
+            Some(Command::Bootstrap(BootstrapCommand::Grpc(args))) => {
+                assert_eq!(args.xds_addr, DEFAULT_XDS_ADDR);
+                assert_eq!(args.node_id, bootstrap::DEFAULT_NODE_ID);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse(&["bootstrap", "grpc", "--node-id", ""]).is_err());
+    }
+}

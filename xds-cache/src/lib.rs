@@ -31,12 +31,14 @@
 
 mod cache;
 mod consistency;
+mod delta;
 mod error;
 mod snapshot;
 mod sotw;
 
 pub use cache::SnapshotCache;
 pub use consistency::{rds_names, Missing};
+pub use delta::{DeltaResource, DeltaResponse, DeltaStream};
 pub use error::Error;
 pub use snapshot::{Snapshot, SnapshotBuilder};
 pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, WILDCARD};

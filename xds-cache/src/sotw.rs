@@ -113,6 +113,9 @@ struct TypeState {
     waiting: bool,
     /// Something changed since this type was last evaluated (request or resources).
     dirty: bool,
+    /// Answer the next request even if unchanged: the parent type (CDS for EDS, LDS for RDS)
+    /// was just updated and the client is warming (rule 19).
+    force: bool,
     /// Latest nonce sent for this type.
     nonce: Option<Arc<str>>,
     sent: Option<Sent>,
@@ -157,20 +160,8 @@ impl SotwStream {
 
     /// Applies one request. Errors end the stream (missing node, missing or wrong type URL).
     pub fn on_request(&mut self, req: &DiscoveryRequest) -> Result<RequestInfo, Error> {
-        if self.node.is_none() {
-            let node = req.node.as_ref().ok_or(Error::MissingNode)?;
-            if node.id.is_empty() {
-                return Err(Error::EmptyNodeId);
-            }
-            self.node = Some(node.clone());
-        }
-        let type_url: Arc<str> = match (&self.fixed_type, req.type_url.as_str()) {
-            (None, "") => return Err(Error::MissingTypeUrl),
-            (None, t) => t.into(),
-            (Some(fixed), "") => fixed.clone(),
-            (Some(fixed), t) if &**fixed == t => fixed.clone(),
-            (Some(fixed), t) => return Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
-        };
+        check_node(&mut self.node, req.node.as_ref())?;
+        let type_url = resolve_type(&self.fixed_type, &req.type_url)?;
         let new_type = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
 
@@ -255,7 +246,18 @@ impl SotwStream {
             });
             state.nonce = Some(nonce.clone());
             state.waiting = false;
+            state.force = false;
             state.new_names.clear();
+            // Rule 19: a warming cluster needs an EDS answer, a warming listener an RDS answer.
+            let child = match &*t {
+                type_url::CLUSTER => Some(type_url::ENDPOINT),
+                type_url::LISTENER => Some(type_url::ROUTE),
+                _ => None,
+            };
+            if let Some(child) = child.and_then(|c| self.types.get_mut(c)) {
+                child.force = true;
+                child.dirty = true;
+            }
             return Some(SotwResponse { type_url: t, version: set.version_arc().clone(), nonce, resources });
         }
         None
@@ -299,6 +301,29 @@ impl SotwStream {
     }
 }
 
+/// Rule 6: the first request of a stream must carry a node with an id; it is remembered.
+pub(crate) fn check_node(remembered: &mut Option<Node>, node: Option<&Node>) -> Result<(), Error> {
+    if remembered.is_none() {
+        let node = node.ok_or(Error::MissingNode)?;
+        if node.id.is_empty() {
+            return Err(Error::EmptyNodeId);
+        }
+        *remembered = Some(node.clone());
+    }
+    Ok(())
+}
+
+/// The type of a request: mandatory on ADS, implied (and checked) on per-type streams.
+pub(crate) fn resolve_type(fixed: &Option<Arc<str>>, requested: &str) -> Result<Arc<str>, Error> {
+    match (fixed, requested) {
+        (None, "") => Err(Error::MissingTypeUrl),
+        (None, t) => Ok(t.into()),
+        (Some(fixed), "") => Ok(fixed.clone()),
+        (Some(fixed), t) if &**fixed == t => Ok(fixed.clone()),
+        (Some(fixed), t) => Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
+    }
+}
+
 impl TypeState {
     fn ready(&self) -> bool {
         self.dirty && self.waiting && self.latest.is_some()
@@ -311,7 +336,7 @@ impl TypeState {
         }
         let set = self.latest.as_ref()?;
         let full_state = self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
-        if let (Some(sent), true) = (&self.sent, self.new_names.is_empty()) {
+        if let (Some(sent), true) = (&self.sent, self.new_names.is_empty() && !self.force) {
             if self.wildcard && sent.wildcard && sent.set_version == *set.version_arc() {
                 return None;
             }
@@ -336,7 +361,10 @@ impl TypeState {
                             .zip(&resources)
                             .any(|((n, v), r)| n != r.name_arc() || v != r.version_arc())
                 };
-                changed || new_present || (full_state && !self.new_names.is_empty())
+                changed
+                    || new_present
+                    || (full_state && !self.new_names.is_empty())
+                    || (self.force && (full_state || !resources.is_empty()))
             }
         };
         answer.then_some((set, resources))
@@ -606,6 +634,26 @@ mod tests {
         s.on_request(&req(EDS, &["a"], &r2.version, &r2.nonce)).expect("ack");
         let r3 = s.next_response().expect("latest wins");
         assert_eq!(r3.resources[0].version(), endpoints(&[("a", 3)]).get("a").expect("a").version());
+    }
+
+    #[test]
+    fn rule19_cluster_update_gets_an_endpoint_answer_even_if_unchanged() {
+        let (mut s, r) = started();
+        s.on_request(&req(EDS, &["a"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
+        let e1 = s.next_response().expect("eds");
+        s.on_request(&req(EDS, &["a"], &e1.version, &e1.nonce)).expect("eds ack");
+        s.on_request(&req(CDS, &[], &r.version, &r.nonce)).expect("cds ack");
+        assert!(s.next_response().is_none());
+        s.on_resources(CDS, Some(clusters(&[("a", "2"), ("b", "1")])));
+        let c2 = s.next_response().expect("cds update");
+        assert_eq!(&*c2.type_url, CDS);
+        // Envoy warms cluster a and waits for its endpoints: they are sent though unchanged.
+        let e2 = s.next_response().expect("eds answer for the warming cluster");
+        assert_eq!(&*e2.type_url, EDS);
+        assert_eq!(names(&e2), ["a"]);
+        s.on_request(&req(EDS, &["a"], &e2.version, &e2.nonce)).expect("eds ack");
+        assert!(s.next_response().is_none(), "and only once");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! ```
 
 mod error;
+mod names;
 mod node;
 mod resource;
 mod set;
@@ -31,6 +32,7 @@ pub use async_trait::async_trait;
 pub use envoy_types::pb::envoy;
 pub use envoy_types::pb::google;
 pub use error::Error;
+pub use names::{canonical_name, glob_matches, glob_parts, XDSTP};
 pub use node::{has_client_feature, ByCluster, ByMetadata, ByNodeId, NodeGrouper, SingleGroup};
 pub use resource::{content_version, EncodedResource, XdsResource};
 pub use set::{Change, ResourceSet};

@@ -8,6 +8,9 @@
 use std::sync::Arc;
 
 use imbl::OrdMap;
+use std::borrow::Cow;
+
+use crate::names::canonical_name;
 
 use crate::resource::EncodedResource;
 
@@ -64,7 +67,11 @@ impl ResourceSet {
         debug_assert_eq!(resource.type_url(), &*self.type_url, "resource type differs from set type");
         let resource = Arc::new(resource);
         self.digest ^= entry_hash(&resource);
-        if let Some(old) = self.resources.insert(resource.name_arc().clone(), resource) {
+        let key: Arc<str> = match canonical_name(resource.name()) {
+            Cow::Borrowed(_) => resource.name_arc().clone(),
+            Cow::Owned(canonical) => canonical.into(),
+        };
+        if let Some(old) = self.resources.insert(key, resource) {
             self.digest ^= entry_hash(&old);
         }
         self.refresh_version();
@@ -72,7 +79,7 @@ impl ResourceSet {
 
     /// Removes one resource by name, in O(log n). Returns whether it existed.
     pub fn remove(&mut self, name: &str) -> bool {
-        match self.resources.remove(name) {
+        match self.resources.remove(&*canonical_name(name)) {
             Some(old) => {
                 self.digest ^= entry_hash(&old);
                 self.refresh_version();
@@ -114,14 +121,23 @@ impl ResourceSet {
         &self.version
     }
 
-    /// Looks up one resource.
+    /// Looks up one resource (`xdstp://` names in any context-parameter order).
     pub fn get(&self, name: &str) -> Option<&Arc<EncodedResource>> {
-        self.resources.get(name)
+        self.resources.get(&*canonical_name(name))
     }
 
     /// Whether the set holds a resource with this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.resources.contains_key(name)
+        self.get(name).is_some()
+    }
+
+    /// Resources whose canonical names start with `prefix`, in order (for collection globs).
+    pub fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Arc<EncodedResource>)> + 'a {
+        let start: Arc<str> = prefix.into();
+        self.resources.range(start..).take_while(move |(k, _)| k.starts_with(prefix))
     }
 
     /// Number of resources.
@@ -139,7 +155,7 @@ impl ResourceSet {
         self.resources.values()
     }
 
-    /// All names, ordered.
+    /// All canonical names, ordered.
     pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
         self.resources.keys()
     }

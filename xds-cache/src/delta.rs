@@ -1,0 +1,749 @@
+//! The incremental (delta) protocol state machine of one stream, without I/O.
+//!
+//! Driven like [`SotwStream`](crate::SotwStream): requests in ([`DeltaStream::on_request`]),
+//! the latest resource set of each type in ([`DeltaStream::on_resources`]), responses out when
+//! the transport can take one ([`DeltaStream::next_response`]).
+//!
+//! What the client holds is remembered as the resource set our last response brought it to
+//! (`base`, shared with the source, never copied) plus the subscription. The next response is
+//! the [`ResourceSet::diff`] between `base` and the latest set, restricted to what the client
+//! subscribes to, plus every name it newly asked for: the cost follows what changed, not the
+//! size of the type, and a stream holds no per-resource copy of the index.
+//!
+//! Rules implemented here (numbers from the project's XDS-PROTOCOL.md; source: Envoy's
+//! `xds_protocol` documentation, "Incremental xDS"):
+//!
+//! 12. Every response has a nonce; the nonce only correlates ACK/NACK. Subscription changes in a
+//!     request with a stale nonce are still applied.
+//! 13. `resource_names_subscribe` / `resource_names_unsubscribe` edit the subscription; every
+//!     name in `resource_names_subscribe` is answered, even if already subscribed and unchanged.
+//! 14. A subscribed name that does not exist is reported in `removed_resources`, remembered, and
+//!     sent if it appears later.
+//! 15. Deletes go in `removed_resources`. Unsubscribing an unknown name gets no reply, except
+//!     that a wildcard client unsubscribing one name gets that resource (or a removal), since
+//!     the wildcard still covers it and the client dropped it.
+//! 16. On reconnect `initial_resource_versions` tells what the client holds: only differences
+//!     and removals are sent.
+//! 17. Each resource carries its name and its own version; a name appears at most once per
+//!     response.
+//! 18. A NACK keeps the client's last good state and is not answered with the same content: the
+//!     rejected resources are sent again only when they change.
+//! 21. `xdstp://` names are compared in canonical form (context parameters in any order) and
+//!     answered with exactly the name the client asked for; `.../*` subscribes a collection.
+//!
+//! Wildcard: `*` in `resource_names_subscribe`, or (legacy) a first request with no names for a
+//! type that allows it (LDS, CDS, SRDS); the legacy wildcard ends when explicit names are
+//! subscribed, an explicit `*` only when `*` is unsubscribed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use xds_core::envoy::config::core::v3::Node;
+use xds_core::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, ResourceSet};
+
+use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
+use crate::Error;
+
+/// One resource of a delta response: the name the client asked for and the shared resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaResource {
+    /// Exactly the name the client subscribed to (it may differ from the resource's own name in
+    /// the order of `xdstp://` context parameters).
+    pub name: Arc<str>,
+    /// The resource.
+    pub resource: Arc<EncodedResource>,
+}
+
+/// One delta response to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaResponse {
+    /// The type URL.
+    pub type_url: Arc<str>,
+    /// `system_version_info`: the set version (for debugging only).
+    pub system_version: Arc<str>,
+    /// The nonce, unique within the stream.
+    pub nonce: Arc<str>,
+    /// Added or changed resources, each name once, ordered by name.
+    pub resources: Vec<DeltaResource>,
+    /// Names deleted or not existing, each once, ordered.
+    pub removed: Vec<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    wildcard: bool,
+    /// The wildcard came from an empty first request, not from `*`.
+    legacy_wildcard: bool,
+    /// Explicit subscriptions: canonical name → the name as the client spelled it.
+    names: BTreeMap<Arc<str>, Arc<str>>,
+    /// Collection globs: (canonical path prefix, canonical query) → the name as requested.
+    globs: BTreeMap<(String, String), Arc<str>>,
+    /// Canonical names to answer in the next response whether or not they changed.
+    pending: BTreeSet<Arc<str>>,
+    /// Globs to answer in full in the next response.
+    pending_globs: Vec<(String, String)>,
+    /// Everything covered by the wildcard must be compared in full in the next response.
+    pending_all: bool,
+    /// What a reconnecting client said it holds (canonical name → version), until answered.
+    initial: Option<HashMap<Arc<str>, String>>,
+    /// The set our last response brought the client to.
+    base: Option<Arc<ResourceSet>>,
+    latest: Option<Arc<ResourceSet>>,
+    waiting: bool,
+    dirty: bool,
+    nonce: Option<Arc<str>>,
+    sent_version: Option<Arc<str>>,
+    acked_version: Option<Arc<str>>,
+    nack: Option<Nack>,
+}
+
+/// The delta state of one stream (ADS or per-type).
+#[derive(Debug)]
+pub struct DeltaStream {
+    fixed_type: Option<Arc<str>>,
+    node: Option<Node>,
+    next_nonce: u64,
+    types: BTreeMap<Arc<str>, TypeState>,
+}
+
+impl DeltaStream {
+    /// A stream of the aggregated service: every request names its type.
+    pub fn ads() -> Self {
+        Self { fixed_type: None, node: None, next_nonce: 1, types: BTreeMap::new() }
+    }
+
+    /// A per-type stream (`DeltaClusters`, ...).
+    pub fn for_type(type_url: &str) -> Self {
+        Self { fixed_type: Some(type_url.into()), ..Self::ads() }
+    }
+
+    /// The node from the first request.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// Applies one request. Errors end the stream (missing node, missing or wrong type URL).
+    pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, Error> {
+        check_node(&mut self.node, req.node.as_ref())?;
+        let type_url = resolve_type(&self.fixed_type, &req.type_url)?;
+        let new_type = !self.types.contains_key(&type_url);
+        let state = self.types.entry(type_url.clone()).or_default();
+
+        // Rule 12: the nonce correlates ACK/NACK only.
+        let kind = match (&state.nonce, req.response_nonce.as_str()) {
+            (_, "") | (None, _) => RequestKind::Initial,
+            (Some(latest), nonce) if &**latest != nonce => RequestKind::Stale,
+            (Some(nonce), _) => match &req.error_detail {
+                Some(status) => {
+                    let detail = status.message.clone();
+                    let rejected_version = state.sent_version.clone().unwrap_or_default();
+                    state.nack = Some(Nack { rejected_version, nonce: nonce.clone(), detail: detail.clone() });
+                    RequestKind::Nack { detail }
+                }
+                None => {
+                    state.acked_version = state.sent_version.clone();
+                    state.nack = None;
+                    RequestKind::Ack
+                }
+            },
+        };
+        if matches!(kind, RequestKind::Ack | RequestKind::Nack { .. }) {
+            state.waiting = true;
+            state.dirty = true;
+        }
+
+        if new_type {
+            // Rule 16: what a reconnecting client already holds.
+            if !req.initial_resource_versions.is_empty() {
+                state.initial = Some(
+                    req.initial_resource_versions
+                        .iter()
+                        .map(|(n, v)| (Arc::from(&*canonical_name(n)), v.clone()))
+                        .collect(),
+                );
+            }
+            let legacy = type_url::lookup(&type_url).is_some_and(|t| t.legacy_wildcard);
+            if legacy && req.resource_names_subscribe.is_empty() {
+                state.wildcard = true;
+                state.legacy_wildcard = true;
+            }
+            state.waiting = true;
+            state.dirty = true;
+        }
+
+        let mut changed = false;
+        for name in &req.resource_names_subscribe {
+            changed = true;
+            if name == WILDCARD {
+                if !state.wildcard && state.base.is_some() {
+                    state.pending_all = true;
+                }
+                state.wildcard = true;
+                state.legacy_wildcard = false;
+            } else if let Some(glob) = glob_parts(name) {
+                state.pending_globs.push(glob.clone());
+                state.globs.insert(glob, Arc::from(name.as_str()));
+            } else {
+                let canonical: Arc<str> = Arc::from(&*canonical_name(name));
+                state.pending.insert(canonical.clone());
+                state.names.insert(canonical, Arc::from(name.as_str()));
+            }
+        }
+        if state.legacy_wildcard && !state.names.is_empty() {
+            // Explicit names end the legacy wildcard.
+            state.wildcard = false;
+            state.legacy_wildcard = false;
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == WILDCARD {
+                changed |= state.wildcard;
+                state.wildcard = false;
+                state.legacy_wildcard = false;
+            } else if let Some(glob) = glob_parts(name) {
+                changed |= state.globs.remove(&glob).is_some();
+            } else {
+                let canonical = canonical_name(name);
+                let was_explicit = state.names.remove(&*canonical).is_some();
+                if state.wildcard {
+                    // Rule 15: the wildcard still covers it; the client dropped it.
+                    state.pending.insert(Arc::from(&*canonical));
+                    changed = true;
+                } else if was_explicit {
+                    state.pending.remove(&*canonical);
+                }
+            }
+        }
+        if changed {
+            state.waiting = true;
+            state.dirty = true;
+        }
+        Ok(RequestInfo { type_url, kind, new_type })
+    }
+
+    /// Records the latest resources of a type.
+    pub fn on_resources(&mut self, type_url: &str, resources: Option<Arc<ResourceSet>>) {
+        if let Some(state) = self.types.get_mut(type_url) {
+            state.latest = resources;
+            state.dirty = true;
+        }
+    }
+
+    /// Whether [`next_response`](Self::next_response) has something to evaluate.
+    pub fn wants_to_send(&self) -> bool {
+        self.types.values().any(TypeState::ready)
+    }
+
+    /// The next response to send, if any; types in make-before-break order.
+    pub fn next_response(&mut self) -> Option<DeltaResponse> {
+        let mut order: Vec<Arc<str>> = self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
+        order.sort_by_key(|t| type_url::order(t));
+        for t in order {
+            let state = self.types.get_mut(&t)?;
+            state.dirty = false;
+            let Some((resources, removed)) = state.compute() else { continue };
+            let latest = state.latest.clone()?;
+            let nonce: Arc<str> = self.next_nonce.to_string().into();
+            self.next_nonce += 1;
+            state.base = Some(latest.clone());
+            state.pending.clear();
+            state.pending_globs.clear();
+            state.pending_all = false;
+            state.initial = None;
+            state.waiting = false;
+            state.nonce = Some(nonce.clone());
+            state.sent_version = Some(latest.version_arc().clone());
+            return Some(DeltaResponse {
+                type_url: t,
+                system_version: latest.version_arc().clone(),
+                nonce,
+                resources,
+                removed,
+            });
+        }
+        None
+    }
+
+    /// The system version of the last response the client ACKed for a type.
+    pub fn acked_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.acked_version.as_deref()
+    }
+
+    /// The system version last sent for a type.
+    pub fn sent_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.sent_version.as_deref()
+    }
+
+    /// The last NACK of a type, until the next ACK.
+    pub fn last_nack(&self, type_url: &str) -> Option<&Nack> {
+        self.types.get(type_url)?.nack.as_ref()
+    }
+
+    /// Whether the type is subscribed by wildcard.
+    pub fn is_wildcard(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|s| s.wildcard)
+    }
+
+    /// The explicitly subscribed names of a type, as the client spelled them.
+    pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
+        self.types.get(type_url).into_iter().flat_map(|s| s.names.values().map(|n| &**n))
+    }
+
+    /// The types this stream has requested.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.types.keys().map(|t| &**t)
+    }
+}
+
+/// Builds one response: name → entry, so that no name appears twice (rule 17).
+#[derive(Default)]
+struct Builder {
+    upserts: BTreeMap<Arc<str>, DeltaResource>,
+    removed: BTreeSet<Arc<str>>,
+}
+
+impl Builder {
+    fn upsert(&mut self, name: Arc<str>, resource: &Arc<EncodedResource>) {
+        self.removed.remove(&name);
+        self.upserts.insert(name.clone(), DeltaResource { name, resource: resource.clone() });
+    }
+
+    fn remove(&mut self, name: Arc<str>) {
+        if !self.upserts.contains_key(&name) {
+            self.removed.insert(name);
+        }
+    }
+}
+
+impl TypeState {
+    fn ready(&self) -> bool {
+        self.dirty && self.waiting && self.latest.is_some()
+    }
+
+    /// The name to answer with: as the client spelled it when it subscribed explicitly.
+    fn reply_name(&self, canonical: &Arc<str>, resource: Option<&Arc<EncodedResource>>) -> Arc<str> {
+        if let Some(requested) = self.names.get(canonical) {
+            return requested.clone();
+        }
+        resource.map_or_else(|| canonical.clone(), |r| r.name_arc().clone())
+    }
+
+    fn covers(&self, canonical: &str) -> bool {
+        self.wildcard
+            || self.names.contains_key(canonical)
+            || self.globs.keys().any(|(prefix, query)| glob_matches(prefix, query, canonical))
+    }
+
+    /// What to send now: `None` when nothing is due.
+    fn compute(&self) -> Option<(Vec<DeltaResource>, Vec<Arc<str>>)> {
+        let latest = self.latest.as_ref()?;
+        let mut out = Builder::default();
+        let first = self.base.is_none();
+        let known_version = |name: &str| -> Option<&str> {
+            match (&self.initial, &self.base) {
+                (Some(initial), _) => initial.get(name).map(String::as_str),
+                (None, Some(base)) => base.get(name).map(|r| r.version()),
+                (None, None) => None,
+            }
+        };
+        match &self.base {
+            // The first answer of the stream for this type: compare everything covered with what
+            // the client said it holds.
+            None => {
+                if self.wildcard {
+                    for (name, r) in latest.names().zip(latest.iter()) {
+                        if known_version(name) != Some(r.version()) {
+                            out.upsert(self.reply_name(name, Some(r)), r);
+                        }
+                    }
+                }
+                if let Some(initial) = &self.initial {
+                    for name in initial.keys() {
+                        if !latest.contains(name) {
+                            out.remove(self.reply_name(name, None));
+                        }
+                    }
+                }
+            }
+            Some(base) => {
+                for change in latest.diff(base) {
+                    match change {
+                        Change::Upsert(r) => {
+                            let canonical = canonical_name(r.name());
+                            if self.covers(&canonical) {
+                                let canonical: Arc<str> = Arc::from(&*canonical);
+                                out.upsert(self.reply_name(&canonical, Some(r)), r);
+                            }
+                        }
+                        Change::Remove(name) => {
+                            if self.covers(name) {
+                                out.remove(self.reply_name(name, None));
+                            }
+                        }
+                    }
+                }
+                if self.pending_all {
+                    for (name, r) in latest.names().zip(latest.iter()) {
+                        let held =
+                            self.names.contains_key(name) && base.get(name).map(|b| b.version()) == Some(r.version());
+                        if !held {
+                            out.upsert(self.reply_name(name, Some(r)), r);
+                        }
+                    }
+                }
+            }
+        }
+        // Rules 13 and 14: every newly subscribed name is answered, with the resource or a removal.
+        for name in &self.pending {
+            if let Some(r) = latest.get(name) {
+                if !(first && self.initial.as_ref().and_then(|i| i.get(name)).map(String::as_str) == Some(r.version()))
+                {
+                    out.upsert(self.reply_name(name, Some(r)), r);
+                }
+            } else {
+                out.remove(self.reply_name(name, None));
+            }
+        }
+        for (prefix, query) in &self.pending_globs {
+            for (name, r) in latest.with_prefix(prefix) {
+                if glob_matches(prefix, query, name) && known_version(name) != Some(r.version()) {
+                    out.upsert(self.reply_name(name, Some(r)), r);
+                }
+            }
+        }
+        let first_wildcard = first && self.wildcard;
+        if out.upserts.is_empty() && out.removed.is_empty() && !first_wildcard {
+            return None;
+        }
+        Some((out.upserts.into_values().collect(), out.removed.into_iter().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xds_core::envoy::config::cluster::v3::Cluster;
+    use xds_core::google::rpc::Status as RpcStatus;
+
+    const CDS: &str = type_url::CLUSTER;
+    const EDS: &str = type_url::ENDPOINT;
+
+    fn req(type_url: &str, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            node: Some(Node { id: "n1".into(), ..Default::default() }),
+            type_url: type_url.into(),
+            resource_names_subscribe: sub.iter().map(|s| s.to_string()).collect(),
+            resource_names_unsubscribe: unsub.iter().map(|s| s.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ack(type_url: &str, r: &DeltaResponse) -> DeltaDiscoveryRequest {
+        req(type_url, &[], &[], &r.nonce)
+    }
+
+    fn set(type_url: &str, spec: &[(&str, &str)]) -> Arc<ResourceSet> {
+        Arc::new(ResourceSet::from_resources(
+            type_url,
+            spec.iter().map(|(n, tag)| {
+                let c = Cluster { name: n.to_string(), alt_stat_name: tag.to_string(), ..Default::default() };
+                EncodedResource::new(type_url, *n, c.encode_to_vec())
+            }),
+        ))
+    }
+
+    use xds_core::prost::Message;
+
+    fn sent(r: &DeltaResponse) -> Vec<&str> {
+        r.resources.iter().map(|x| &*x.name).collect()
+    }
+
+    fn removed(r: &DeltaResponse) -> Vec<&str> {
+        r.removed.iter().map(|x| &**x).collect()
+    }
+
+    /// A wildcard CDS stream that received `a` and `b`, and ACKed them.
+    fn wildcard() -> DeltaStream {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(CDS, &[], &[], "")).expect("first");
+        s.on_resources(CDS, Some(set(CDS, &[("a", "1"), ("b", "1")])));
+        let r = s.next_response().expect("initial");
+        assert_eq!(sent(&r), ["a", "b"]);
+        s.on_request(&ack(CDS, &r)).expect("ack");
+        s
+    }
+
+    #[test]
+    fn rule12_every_response_has_a_unique_nonce() {
+        let mut s = wildcard();
+        s.on_resources(CDS, Some(set(CDS, &[("a", "2"), ("b", "1")])));
+        let r2 = s.next_response().expect("update");
+        s.on_request(&ack(CDS, &r2)).expect("ack");
+        s.on_resources(CDS, Some(set(CDS, &[("a", "3"), ("b", "1")])));
+        let r3 = s.next_response().expect("update");
+        assert!(!r2.nonce.is_empty());
+        assert_ne!(r2.nonce, r3.nonce);
+    }
+
+    #[test]
+    fn rule12_subscription_changes_apply_with_a_stale_nonce() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &["a"], &[], "")).expect("first");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "1"), ("b", "1")])));
+        let r1 = s.next_response().expect("a");
+        s.on_request(&ack(EDS, &r1)).expect("ack");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "2"), ("b", "1")])));
+        let _r2 = s.next_response().expect("a changed");
+        // The client subscribes b before it saw r2: its nonce is stale.
+        let info = s.on_request(&req(EDS, &["b"], &[], &r1.nonce)).expect("stale subscribe");
+        assert_eq!(info.kind, RequestKind::Stale);
+        assert_eq!(sent(&s.next_response().expect("b answered")), ["b"]);
+    }
+
+    #[test]
+    fn rule13_subscribed_names_are_always_answered() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &["a"], &[], "")).expect("first");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "1")])));
+        let r1 = s.next_response().expect("a");
+        s.on_request(&ack(EDS, &r1)).expect("ack");
+        assert!(s.next_response().is_none());
+        // Subscribing a again (Envoy does when a cluster warms): answered though unchanged.
+        s.on_request(&req(EDS, &["a"], &[], &r1.nonce)).expect("again");
+        assert_eq!(sent(&s.next_response().expect("answered")), ["a"]);
+    }
+
+    #[test]
+    fn rule14_missing_names_are_removed_remembered_and_sent_later() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &["a", "x"], &[], "")).expect("first");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "1")])));
+        let r1 = s.next_response().expect("first");
+        assert_eq!(sent(&r1), ["a"]);
+        assert_eq!(removed(&r1), ["x"], "a subscribed name that does not exist is reported");
+        s.on_request(&ack(EDS, &r1)).expect("ack");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "1"), ("x", "1"), ("y", "1")])));
+        let r2 = s.next_response().expect("x appeared");
+        assert_eq!(sent(&r2), ["x"], "only x: y is not subscribed");
+        assert!(r2.removed.is_empty());
+    }
+
+    #[test]
+    fn rule15_deletes_and_unsubscribes() {
+        let mut s = wildcard();
+        s.on_resources(CDS, Some(set(CDS, &[("a", "1")])));
+        let r = s.next_response().expect("delete");
+        assert!(r.resources.is_empty());
+        assert_eq!(removed(&r), ["b"]);
+        s.on_request(&ack(CDS, &r)).expect("ack");
+        // Unsubscribing a name never subscribed: no reply.
+        let mut e = DeltaStream::ads();
+        e.on_request(&req(EDS, &["a"], &[], "")).expect("first");
+        e.on_resources(EDS, Some(set(EDS, &[("a", "1")])));
+        let r = e.next_response().expect("a");
+        e.on_request(&ack(EDS, &r)).expect("ack");
+        e.on_request(&req(EDS, &[], &["zzz"], &r.nonce)).expect("unknown unsubscribe");
+        assert!(e.next_response().is_none());
+        // Unsubscribing an explicit name: no reply, and its changes stop.
+        e.on_request(&req(EDS, &[], &["a"], &r.nonce)).expect("unsubscribe a");
+        assert!(e.next_response().is_none());
+        e.on_resources(EDS, Some(set(EDS, &[("a", "2")])));
+        assert!(e.next_response().is_none());
+    }
+
+    #[test]
+    fn rule15_wildcard_client_unsubscribing_one_name_gets_it_again() {
+        let mut s = wildcard();
+        let nonce = "1";
+        s.on_request(&req(CDS, &[], &["b", "gone"], nonce)).expect("unsubscribe b");
+        let r = s.next_response().expect("answered");
+        assert_eq!(sent(&r), ["b"], "still covered by the wildcard");
+        assert_eq!(removed(&r), ["gone"]);
+    }
+
+    #[test]
+    fn wildcard_star_and_legacy() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &[], &[], "")).expect("first");
+        assert!(!s.is_wildcard(EDS), "no legacy wildcard for EDS");
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(CDS, &["a"], &[], "")).expect("first");
+        assert!(!s.is_wildcard(CDS), "explicit names are not wildcard");
+        s.on_request(&req(CDS, &["*"], &[], "")).expect("star");
+        assert!(s.is_wildcard(CDS));
+        s.on_request(&req(CDS, &[], &["*"], "")).expect("unstar");
+        assert!(!s.is_wildcard(CDS));
+        let mut legacy = DeltaStream::ads();
+        legacy.on_request(&req(CDS, &[], &[], "")).expect("legacy");
+        assert!(legacy.is_wildcard(CDS));
+        legacy.on_request(&req(CDS, &["a"], &[], "")).expect("explicit ends legacy");
+        assert!(!legacy.is_wildcard(CDS));
+    }
+
+    #[test]
+    fn becoming_wildcard_sends_what_the_client_lacks() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(CDS, &["a"], &[], "")).expect("first");
+        s.on_resources(CDS, Some(set(CDS, &[("a", "1"), ("b", "1"), ("c", "1")])));
+        let r = s.next_response().expect("a");
+        s.on_request(&ack(CDS, &r)).expect("ack");
+        s.on_request(&req(CDS, &["*"], &[], &r.nonce)).expect("star");
+        assert_eq!(sent(&s.next_response().expect("the rest")), ["b", "c"]);
+    }
+
+    #[test]
+    fn rule16_reconnect_sends_only_differences() {
+        let mut s = DeltaStream::ads();
+        let current = set(CDS, &[("a", "1"), ("b", "2"), ("c", "1")]);
+        let mut r = req(CDS, &[], &[], "");
+        r.initial_resource_versions = [
+            ("a".to_string(), current.get("a").expect("a").version().to_string()),
+            ("b".to_string(), "old".to_string()),
+            ("gone".to_string(), "1".to_string()),
+        ]
+        .into();
+        s.on_request(&r).expect("reconnect");
+        s.on_resources(CDS, Some(current));
+        let resp = s.next_response().expect("differences");
+        assert_eq!(sent(&resp), ["b", "c"]);
+        assert_eq!(removed(&resp), ["gone"]);
+    }
+
+    #[test]
+    fn rule17_each_name_once_with_its_own_version() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &["a", "a", "b"], &[], "")).expect("first");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "1"), ("b", "2")])));
+        let r = s.next_response().expect("r");
+        assert_eq!(sent(&r), ["a", "b"]);
+        assert_ne!(r.resources[0].resource.version(), r.resources[1].resource.version());
+    }
+
+    #[test]
+    fn rule18_nack_does_not_loop() {
+        let mut s = wildcard();
+        s.on_resources(CDS, Some(set(CDS, &[("a", "bad"), ("b", "1")])));
+        let bad = s.next_response().expect("bad");
+        let mut nack = ack(CDS, &bad);
+        nack.error_detail = Some(RpcStatus { code: 3, message: "a is invalid".into(), details: vec![] });
+        let info = s.on_request(&nack).expect("nack");
+        assert_eq!(info.kind, RequestKind::Nack { detail: "a is invalid".into() });
+        assert!(s.next_response().is_none(), "the rejected content is not resent");
+        s.on_resources(CDS, Some(set(CDS, &[("a", "bad"), ("b", "1")])));
+        assert!(s.next_response().is_none());
+        s.on_resources(CDS, Some(set(CDS, &[("a", "good"), ("b", "1")])));
+        let fixed = s.next_response().expect("fix");
+        assert_eq!(sent(&fixed), ["a"]);
+        s.on_request(&ack(CDS, &fixed)).expect("ack");
+        assert!(s.last_nack(CDS).is_none());
+        assert_eq!(s.acked_version(CDS), Some(&*fixed.system_version));
+    }
+
+    #[test]
+    fn rule21_xdstp_names_match_in_any_parameter_order_and_echo_the_request() {
+        let mut s = DeltaStream::ads();
+        let asked = "xdstp://auth/envoy.config.cluster.v3.Cluster/c1?b=2&a=1";
+        s.on_request(&req(CDS, &[asked], &[], "")).expect("first");
+        s.on_resources(CDS, Some(set(CDS, &[("xdstp://auth/envoy.config.cluster.v3.Cluster/c1?a=1&b=2", "1")])));
+        let r = s.next_response().expect("found");
+        assert_eq!(sent(&r), [asked]);
+    }
+
+    #[test]
+    fn rule21_collection_glob() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(CDS, &["xdstp://auth/t/ns/*"], &[], "")).expect("first");
+        s.on_resources(
+            CDS,
+            Some(set(
+                CDS,
+                &[("xdstp://auth/t/ns/a", "1"), ("xdstp://auth/t/ns/b", "1"), ("xdstp://auth/t/other/c", "1")],
+            )),
+        );
+        let r = s.next_response().expect("collection");
+        assert_eq!(sent(&r), ["xdstp://auth/t/ns/a", "xdstp://auth/t/ns/b"]);
+        s.on_request(&ack(CDS, &r)).expect("ack");
+        s.on_resources(CDS, Some(set(CDS, &[("xdstp://auth/t/ns/a", "2"), ("xdstp://auth/t/other/c", "2")])));
+        let r2 = s.next_response().expect("update");
+        assert_eq!(sent(&r2), ["xdstp://auth/t/ns/a"]);
+        assert_eq!(removed(&r2), ["xdstp://auth/t/ns/b"]);
+    }
+
+    #[test]
+    fn one_update_among_many_sends_exactly_that_resource() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &["*"], &[], "")).expect("first");
+        let many: Vec<(String, String)> = (0..10_000).map(|i| (format!("c{i}"), "1".to_string())).collect();
+        let spec: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let first = set(EDS, &spec);
+        s.on_resources(EDS, Some(first.clone()));
+        let r = s.next_response().expect("all");
+        assert_eq!(r.resources.len(), 10_000);
+        s.on_request(&ack(EDS, &r)).expect("ack");
+        let mut next = (*first).clone();
+        let c = Cluster { name: "c4242".into(), alt_stat_name: "2".into(), ..Default::default() };
+        next.insert(EncodedResource::new(EDS, "c4242", c.encode_to_vec()));
+        s.on_resources(EDS, Some(Arc::new(next)));
+        let r = s.next_response().expect("one");
+        assert_eq!(sent(&r), ["c4242"]);
+        assert!(r.removed.is_empty());
+    }
+
+    #[test]
+    fn nothing_before_the_source_has_resources_and_empty_wildcard_is_answered() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(CDS, &[], &[], "")).expect("first");
+        s.on_resources(CDS, None);
+        assert!(s.next_response().is_none());
+        s.on_resources(CDS, Some(Arc::new(ResourceSet::empty(CDS))));
+        let r = s.next_response().expect("an empty first answer tells the client it has everything");
+        assert!(r.resources.is_empty() && r.removed.is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the sequence of updates, after every ACKed response the client's view
+            /// (applying upserts and removals) equals the latest set restricted to its
+            /// subscription; nonces never repeat; no name appears twice in a response.
+            #[test]
+            fn client_view_converges(updates in prop::collection::vec(prop::collection::vec((0u8..8, 0u8..3), 0..8), 1..20),
+                                     subs in prop::collection::vec(0u8..8, 0..5)) {
+                let mut s = DeltaStream::ads();
+                let names: Vec<String> = subs.iter().map(|n| format!("r{n}")).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                s.on_request(&req(EDS, &refs, &[], "")).expect("first");
+                let mut view: BTreeMap<String, String> = BTreeMap::new();
+                let mut nonces = std::collections::HashSet::new();
+                for u in updates {
+                    let spec: Vec<(String, String)> = u.iter().map(|(n, v)| (format!("r{n}"), v.to_string())).collect();
+                    let refs: Vec<(&str, &str)> = spec.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                    let latest = set(EDS, &refs);
+                    s.on_resources(EDS, Some(latest.clone()));
+                    while let Some(r) = s.next_response() {
+                        prop_assert!(nonces.insert(r.nonce.clone()));
+                        let mut seen = BTreeSet::new();
+                        for x in &r.resources {
+                            prop_assert!(seen.insert(x.name.clone()));
+                            view.insert(x.name.to_string(), x.resource.version().to_string());
+                        }
+                        for x in &r.removed {
+                            prop_assert!(seen.insert(x.clone()));
+                            view.remove(&**x);
+                        }
+                        s.on_request(&ack(EDS, &r)).expect("ack");
+                    }
+                    let expected: BTreeMap<String, String> = latest
+                        .iter()
+                        .filter(|r| names.iter().any(|n| n == r.name()))
+                        .map(|r| (r.name().to_string(), r.version().to_string()))
+                        .collect();
+                    prop_assert_eq!(&view, &expected);
+                }
+            }
+        }
+    }
+}

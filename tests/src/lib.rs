@@ -12,7 +12,9 @@ use tonic::Streaming;
 use xds_cache::SnapshotCache;
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use xds_core::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use xds_core::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
 use xds_server::{ServerBuilder, XdsServer};
 
 /// How long a test waits for an expected response.
@@ -155,4 +157,79 @@ pub fn resource_names(r: &DiscoveryResponse) -> Vec<String> {
             other => panic!("unexpected type {other}"),
         })
         .collect()
+}
+
+/// A delta request.
+pub fn delta_request(
+    node_id: Option<&str>,
+    type_url: &str,
+    subscribe: &[&str],
+    unsubscribe: &[&str],
+    nonce: &str,
+) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        node: node_id.map(node),
+        type_url: type_url.into(),
+        resource_names_subscribe: subscribe.iter().map(|n| n.to_string()).collect(),
+        resource_names_unsubscribe: unsubscribe.iter().map(|n| n.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+/// One raw delta ADS stream.
+pub struct DeltaClient {
+    tx: mpsc::Sender<DeltaDiscoveryRequest>,
+    rx: Streaming<DeltaDiscoveryResponse>,
+}
+
+impl DeltaClient {
+    /// Opens a delta ADS stream to `addr`.
+    pub async fn connect(addr: SocketAddr) -> Result<Self, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the test server");
+        let (tx, rx) = mpsc::channel(16);
+        let rx = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+        Ok(Self { tx, rx })
+    }
+
+    /// Sends a request.
+    pub async fn send(&self, req: DeltaDiscoveryRequest) {
+        self.tx.send(req).await.expect("stream open");
+    }
+
+    /// The next response; panics on error or timeout.
+    pub async fn recv(&mut self) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(WAIT, self.rx.message())
+            .await
+            .expect("no response within the wait")
+            .expect("response, not an error")
+            .expect("stream still open")
+    }
+
+    /// The status the stream ends with.
+    pub async fn recv_error(&mut self) -> tonic::Status {
+        match tokio::time::timeout(WAIT, self.rx.message()).await.expect("no response within the wait") {
+            Err(status) => status,
+            Ok(other) => panic!("expected an error status, got {other:?}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for [`SILENCE`].
+    pub async fn expect_silence(&mut self) {
+        if let Ok(msg) = tokio::time::timeout(SILENCE, self.rx.message()).await {
+            panic!("expected no response, got {msg:?}");
+        }
+    }
+
+    /// ACKs a response.
+    pub async fn ack(&self, type_url: &str, r: &DeltaDiscoveryResponse) {
+        self.send(delta_request(None, type_url, &[], &[], &r.nonce)).await;
+    }
+}
+
+/// The names of the resources in a delta response.
+pub fn delta_names(r: &DeltaDiscoveryResponse) -> Vec<String> {
+    r.resources.iter().map(|x| x.name.clone()).collect()
 }

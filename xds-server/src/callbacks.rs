@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use tonic::Status;
 use xds_cache::Nack;
 use xds_core::envoy::config::core::v3::Node;
-use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
+use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
 /// Which protocol variant a stream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +65,13 @@ pub trait Callbacks: Send + Sync + 'static {
     /// A stream ended; `status` is the error it ended with, if any.
     fn on_stream_closed(&self, _stream: &StreamInfo, _status: Option<&Status>) {}
 
-    /// A request arrived (before it is applied).
+    /// A SotW request arrived (before it is applied).
     fn on_request(&self, _stream: &StreamInfo, _request: &DiscoveryRequest) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// A delta request arrived (before it is applied).
+    fn on_delta_request(&self, _stream: &StreamInfo, _request: &DeltaDiscoveryRequest) -> Result<(), Status> {
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use bytes::BufMut;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
-use xds_cache::SotwResponse;
+use xds_cache::{DeltaResource, DeltaResponse, SotwResponse};
 use xds_core::prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use xds_core::prost::Message;
 
@@ -70,6 +70,80 @@ pub(crate) fn sotw_encoded_len(r: &SotwResponse) -> usize {
             .iter()
             .map(|x| 1 + encoded_len_varint(x.any_bytes().len() as u64) + x.any_bytes().len())
             .sum::<usize>()
+}
+
+/// `DeltaDiscoveryResponse` and `Resource` field numbers.
+mod delta_field {
+    pub const SYSTEM_VERSION_INFO: u32 = 1;
+    pub const RESOURCES: u32 = 2;
+    pub const TYPE_URL: u32 = 4;
+    pub const NONCE: u32 = 5;
+    pub const REMOVED_RESOURCES: u32 = 6;
+    pub const RESOURCE_VERSION: u32 = 1;
+    pub const RESOURCE_BODY: u32 = 2;
+    pub const RESOURCE_NAME: u32 = 3;
+    pub const RESOURCE_TTL: u32 = 6;
+}
+
+fn len_field(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+fn str_field_len(s: &str) -> usize {
+    if s.is_empty() {
+        0
+    } else {
+        len_field(s.len())
+    }
+}
+
+fn ttl_bytes(r: &DeltaResource) -> Option<Vec<u8>> {
+    let ttl = r.resource.ttl()?;
+    let d = xds_core::google::protobuf::Duration {
+        seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
+    };
+    Some(d.encode_to_vec())
+}
+
+/// Length of one `Resource` message (without its own key and length prefix).
+fn delta_resource_len(r: &DeltaResource, ttl: Option<&[u8]>) -> usize {
+    str_field_len(&r.name)
+        + str_field_len(r.resource.version())
+        + len_field(r.resource.any_bytes().len())
+        + ttl.map_or(0, |t| len_field(t.len()))
+}
+
+impl WireMessage for DeltaResponse {
+    fn write_to(&self, buf: &mut impl BufMut) {
+        write_str_field(delta_field::SYSTEM_VERSION_INFO, &self.system_version, buf);
+        for r in &self.resources {
+            let ttl = ttl_bytes(r);
+            encode_key(delta_field::RESOURCES, WireType::LengthDelimited, buf);
+            encode_varint(delta_resource_len(r, ttl.as_deref()) as u64, buf);
+            write_str_field(delta_field::RESOURCE_VERSION, r.resource.version(), buf);
+            write_bytes_field(delta_field::RESOURCE_BODY, r.resource.any_bytes(), buf);
+            write_str_field(delta_field::RESOURCE_NAME, &r.name, buf);
+            if let Some(ttl) = &ttl {
+                write_bytes_field(delta_field::RESOURCE_TTL, ttl, buf);
+            }
+        }
+        write_str_field(delta_field::TYPE_URL, &self.type_url, buf);
+        write_str_field(delta_field::NONCE, &self.nonce, buf);
+        for name in &self.removed {
+            // A removed name is never empty in practice, but an empty one must still be sent.
+            write_bytes_field(delta_field::REMOVED_RESOURCES, name.as_bytes(), buf);
+        }
+    }
+}
+
+/// Bytes a delta response takes on the wire.
+pub(crate) fn delta_encoded_len(r: &DeltaResponse) -> usize {
+    str_field_len(&r.system_version)
+        + str_field_len(&r.type_url)
+        + str_field_len(&r.nonce)
+        + r.removed.iter().map(|n| len_field(n.len())).sum::<usize>()
+        + r.resources.iter().map(|x| len_field(delta_resource_len(x, ttl_bytes(x).as_deref()))).sum::<usize>()
 }
 
 /// Codec decoding `Req` with prost and encoding a [`WireMessage`].
@@ -156,5 +230,35 @@ mod tests {
         assert_eq!(decoded.resources[1].type_url, xds_core::type_url::CLUSTER);
         let b = Cluster::decode(decoded.resources[1].value.as_slice()).expect("cluster");
         assert_eq!(b.name, "b");
+    }
+
+    #[test]
+    fn written_delta_response_decodes() {
+        use xds_core::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+        let a = Arc::new(
+            Cluster { name: "a".into(), ..Default::default() }
+                .encode_resource()
+                .with_ttl(Some(std::time::Duration::from_millis(1500))),
+        );
+        let r = DeltaResponse {
+            type_url: xds_core::type_url::CLUSTER.into(),
+            system_version: "s1".into(),
+            nonce: "3".into(),
+            resources: vec![DeltaResource { name: "xdstp://x/y?b=1&a=2".into(), resource: a.clone() }],
+            removed: vec!["gone".into()],
+        };
+        let mut buf = Vec::new();
+        r.write_to(&mut buf);
+        assert_eq!(buf.len(), delta_encoded_len(&r));
+        let d = DeltaDiscoveryResponse::decode(buf.as_slice()).expect("decodes");
+        assert_eq!(d.system_version_info, "s1");
+        assert_eq!(d.nonce, "3");
+        assert_eq!(d.removed_resources, ["gone"]);
+        let res = &d.resources[0];
+        assert_eq!(res.name, "xdstp://x/y?b=1&a=2");
+        assert_eq!(res.version, a.version());
+        assert_eq!(res.ttl.as_ref().map(|t| (t.seconds, t.nanos)), Some((1, 500_000_000)));
+        let any = res.resource.as_ref().expect("body");
+        assert_eq!(Cluster::decode(any.value.as_slice()).expect("cluster").name, "a");
     }
 }

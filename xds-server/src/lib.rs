@@ -31,6 +31,7 @@
 mod callbacks;
 mod codec;
 mod error;
+mod protocol;
 mod server;
 mod service;
 mod stream;

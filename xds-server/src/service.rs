@@ -6,16 +6,15 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
-use xds_cache::SotwResponse;
-use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
+use xds_cache::{DeltaStream, SotwStream};
 use xds_core::type_url;
 
 use crate::codec::XdsCodec;
+use crate::protocol::Protocol;
 use crate::stream::{self, Shared};
 
 /// One gRPC discovery service: its full name and the type it serves (`None` for ADS).
@@ -97,21 +96,32 @@ impl<K: ServiceKind> NamedService for XdsService<K> {
     const NAME: &'static str = K::NAME;
 }
 
-struct SotwMethod {
+struct Method<P> {
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
+    protocol: PhantomData<fn() -> P>,
 }
 
-impl StreamingService<DiscoveryRequest> for SotwMethod {
-    type Response = SotwResponse;
-    type ResponseStream = ReceiverStream<Result<SotwResponse, Status>>;
+impl<P: Protocol> StreamingService<P::Request> for Method<P> {
+    type Response = P::Response;
+    type ResponseStream = stream::ResponseStream<P>;
     type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
 
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+    fn call(&mut self, request: Request<Streaming<P::Request>>) -> Self::Future {
         let shared = self.shared.clone();
         let type_url = self.type_url;
-        Box::pin(async move { stream::open_sotw(shared, type_url, request) })
+        Box::pin(async move { stream::open::<P>(shared, type_url, request) })
     }
+}
+
+async fn serve<P: Protocol>(
+    shared: Arc<Shared>,
+    type_url: Option<&'static str>,
+    req: http::Request<Body>,
+) -> http::Response<Body> {
+    let codec = XdsCodec::<P::Request, P::Response>::default();
+    let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(shared.config.max_receive_message_size), None);
+    grpc.streaming(Method::<P> { shared, type_url, protocol: PhantomData }, req).await
 }
 
 impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService<K> {
@@ -128,19 +138,12 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
         let shared = self.shared.clone();
         Box::pin(async move {
             if method.starts_with("Stream") {
-                let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();
-                let mut grpc =
-                    Grpc::new(codec).apply_max_message_size_config(Some(shared.config.max_receive_message_size), None);
-                let method = SotwMethod { shared, type_url: K::TYPE_URL };
-                return Ok(grpc.streaming(method, req).await);
+                return Ok(serve::<SotwStream>(shared, K::TYPE_URL, req).await);
             }
-            let status = if method.starts_with("Delta") {
-                Status::unimplemented(format!(
-                    "{}/{method}: incremental (delta) xDS is not implemented by this server yet; \
-                     configure the client for state-of-the-world (api_type: GRPC)",
-                    K::NAME
-                ))
-            } else if method.starts_with("Fetch") {
+            if method.starts_with("Delta") {
+                return Ok(serve::<DeltaStream>(shared, K::TYPE_URL, req).await);
+            }
+            let status = if method.starts_with("Fetch") {
                 Status::unimplemented(format!("{}/{method}: unary fetch is not served; use the streaming API", K::NAME))
             } else {
                 Status::unimplemented(format!("{}/{method}: no such method", K::NAME))

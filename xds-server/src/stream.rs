@@ -19,13 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
-use xds_cache::{RequestKind, SotwResponse, SotwStream};
-use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
+use xds_cache::RequestKind;
 use xds_core::{type_url, ResourceSet, ResourceSource};
 
-use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
-use crate::codec::sotw_encoded_len;
+use crate::callbacks::{Callbacks, StreamInfo};
 use crate::error::{status_of, status_of_core};
+use crate::protocol::Protocol;
 
 /// Limits and settings every stream reads.
 #[derive(Debug, Clone)]
@@ -55,24 +54,33 @@ pub(crate) fn names_for_log<'a>(names: impl ExactSizeIterator<Item = &'a str>) -
     format!("{total} [{}]", shown.join(", "))
 }
 
-/// Starts the task of a SotW stream and returns the response stream tonic sends from.
-pub(crate) fn open_sotw(
+/// What tonic sends from: the responses the stream task produces.
+pub(crate) type ResponseStream<P> = ReceiverStream<Result<<P as Protocol>::Response, Status>>;
+
+/// Starts the task of a stream and returns the response stream tonic sends from.
+pub(crate) fn open<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
-    request: Request<Streaming<DiscoveryRequest>>,
-) -> Result<Response<ReceiverStream<Result<SotwResponse, Status>>>, Status> {
+    request: Request<Streaming<P::Request>>,
+) -> Result<Response<ResponseStream<P>>, Status> {
     let info = StreamInfo {
         id: shared.next_stream_id.fetch_add(1, Ordering::Relaxed),
         peer: request.remote_addr(),
-        variant: Variant::Sotw,
+        variant: P::VARIANT,
         type_url,
         node: None,
     };
     shared.callbacks.on_stream_open(&info)?;
     let (tx, rx) = mpsc::channel(1);
-    let span = tracing::debug_span!("xds_stream", id = info.id, peer = %peer_str(info.peer), api = type_url.map_or("ADS", type_url::short_name));
+    let span = tracing::debug_span!(
+        "xds_stream",
+        id = info.id,
+        peer = %peer_str(info.peer),
+        api = type_url.map_or("ADS", type_url::short_name),
+        variant = ?P::VARIANT,
+    );
     let requests = request.into_inner();
-    shared.tasks.clone().spawn(run_sotw(shared, info, requests, tx).instrument(span));
+    shared.tasks.clone().spawn(run::<P>(shared, info, requests, tx).instrument(span));
     Ok(Response::new(ReceiverStream::new(rx)))
 }
 
@@ -80,18 +88,17 @@ fn peer_str(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
-async fn run_sotw(
+type Watches = StreamMap<Arc<str>, WatchStream<Option<Arc<ResourceSet>>>>;
+
+async fn run<P: Protocol>(
     shared: Arc<Shared>,
     mut info: StreamInfo,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<SotwResponse, Status>>,
+    mut requests: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
 ) {
     debug!("stream opened");
-    let mut machine = match info.type_url {
-        Some(t) => SotwStream::for_type(t),
-        None => SotwStream::ads(),
-    };
-    let mut watches: StreamMap<Arc<str>, WatchStream<Option<Arc<ResourceSet>>>> = StreamMap::new();
+    let mut machine = P::new(info.type_url);
+    let mut watches = Watches::new();
     let result: Result<(), Status> = loop {
         tokio::select! {
             biased;
@@ -99,7 +106,7 @@ async fn run_sotw(
             permit = tx.reserve(), if machine.wants_to_send() => {
                 let Ok(permit) = permit else { break Ok(()) }; // the client went away
                 if let Some(response) = machine.next_response() {
-                    log_response(&shared, &info, &response);
+                    log_response::<P>(&shared, &info, &response);
                     permit.send(Ok(response));
                 }
             }
@@ -138,28 +145,27 @@ async fn run_sotw(
     shared.callbacks.on_stream_closed(&info, result.as_ref().err());
 }
 
-async fn on_request(
+async fn on_request<P: Protocol>(
     shared: &Shared,
     info: &mut StreamInfo,
-    machine: &mut SotwStream,
-    watches: &mut StreamMap<Arc<str>, WatchStream<Option<Arc<ResourceSet>>>>,
-    request: &DiscoveryRequest,
+    machine: &mut P,
+    watches: &mut Watches,
+    request: &P::Request,
 ) -> Result<(), Status> {
-    shared.callbacks.on_request(info, request)?;
+    P::callback(&*shared.callbacks, info, request)?;
     let applied = machine.on_request(request).map_err(status_of)?;
     if info.node.is_none() {
         info.node = machine.node().cloned();
     }
     let node_id = info.node.as_ref().map_or("", |n| n.id.as_str());
     let short = type_url::short_name(&applied.type_url);
-    let names = names_for_log(request.resource_names.iter().map(String::as_str));
-    let version = request.version_info.as_str();
-    let nonce = request.response_nonce.as_str();
+    let (version, nonce, names) = P::describe(request);
+    let version = version.as_str();
     match &applied.kind {
         RequestKind::Initial => debug!(node = node_id, r#type = short, version, nonce, names, "request"),
         RequestKind::Ack => {
             debug!(node = node_id, r#type = short, version, nonce, names, "ACK");
-            shared.callbacks.on_ack(info, &applied.type_url, version);
+            shared.callbacks.on_ack(info, &applied.type_url, machine.acked_version(request, &applied.type_url));
         }
         RequestKind::Nack { detail } => {
             warn!(
@@ -175,7 +181,9 @@ async fn on_request(
                 shared.callbacks.on_nack(info, &applied.type_url, nack);
             }
         }
-        RequestKind::Stale => debug!(node = node_id, r#type = short, version, nonce, names, "stale request ignored"),
+        RequestKind::Stale => {
+            debug!(node = node_id, r#type = short, version, nonce, names, "request with a stale nonce")
+        }
         _ => {}
     }
     if applied.new_type {
@@ -186,26 +194,16 @@ async fn on_request(
     Ok(())
 }
 
-fn log_response(shared: &Shared, info: &StreamInfo, r: &SotwResponse) {
-    let bytes = sotw_encoded_len(r);
+fn log_response<P: Protocol>(shared: &Shared, info: &StreamInfo, r: &P::Response) {
+    let ri = P::response_info(r);
     debug!(
         node = info.node.as_ref().map_or("", |n| n.id.as_str()),
-        r#type = type_url::short_name(&r.type_url),
-        version = &*r.version,
-        nonce = &*r.nonce,
-        resources = names_for_log(r.resources.iter().map(|x| x.name())),
-        bytes,
+        r#type = type_url::short_name(ri.type_url),
+        version = ri.version,
+        nonce = ri.nonce,
+        resources = P::response_names(r),
+        bytes = ri.bytes,
         "response"
     );
-    shared.callbacks.on_response(
-        info,
-        &ResponseInfo {
-            type_url: &r.type_url,
-            version: &r.version,
-            nonce: &r.nonce,
-            resources: r.resources.len(),
-            removed: 0,
-            bytes,
-        },
-    );
+    shared.callbacks.on_response(info, &ri);
 }

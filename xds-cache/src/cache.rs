@@ -12,7 +12,9 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use xds_core::envoy::config::core::v3::Node;
-use xds_core::{async_trait, type_url, ByNodeId, NodeGrouper, ResourceSet, ResourceSource, ResourceWatch};
+use xds_core::{
+    async_trait, type_url, ByNodeId, EncodedResource, NodeGrouper, ResourceSet, ResourceSource, ResourceWatch,
+};
 
 use crate::Snapshot;
 
@@ -121,6 +123,53 @@ impl SnapshotCache {
         }
     }
 
+    /// Changes the resources of one type of a group in place and publishes that type only.
+    ///
+    /// The per-resource path: the set is persistent, so the cost is that of the change
+    /// (O(log n) per resource touched), not of the whole type, and only the streams watching this
+    /// group and type wake up; among them only those subscribed to a changed name (or by
+    /// wildcard) receive a response. A group without a snapshot gets one holding just this type.
+    /// Returns the new version of the type.
+    pub fn update_resources(&self, group: &str, type_url: &str, change: impl FnOnce(&mut ResourceSet)) -> Arc<str> {
+        let g = self.group(group);
+        let mut state = g.state.lock();
+        let current = state.snapshot.clone().unwrap_or_default();
+        let mut set = current.get(type_url).map_or_else(|| ResourceSet::empty(type_url), |s| (**s).clone());
+        change(&mut set);
+        let version = set.version_arc().clone();
+        let set = Arc::new(set);
+        state.snapshot = Some(Arc::new(current.with_set(set.clone())));
+        if let Some(sender) = state.senders.get(type_url) {
+            sender.send_if_modified(|current| {
+                let changed = current.as_ref().is_none_or(|c| c.version() != set.version() || c.len() != set.len());
+                if changed {
+                    *current = Some(set.clone());
+                }
+                changed
+            });
+        }
+        for (t, sender) in &state.senders {
+            // Other types of a group that had no snapshot become empty, not "unknown".
+            if &**t != type_url && sender.borrow().is_none() {
+                sender.send_replace(state.value_for(t));
+            }
+        }
+        version
+    }
+
+    /// Adds or replaces one resource of a group (see [`SnapshotCache::update_resources`]).
+    pub fn upsert_resource(&self, group: &str, resource: EncodedResource) -> Arc<str> {
+        let type_url = resource.type_url().to_string();
+        self.update_resources(group, &type_url, |set| set.insert(resource))
+    }
+
+    /// Removes one resource of a group (see [`SnapshotCache::update_resources`]).
+    pub fn remove_resource(&self, group: &str, type_url: &str, name: &str) -> Arc<str> {
+        self.update_resources(group, type_url, |set| {
+            set.remove(name);
+        })
+    }
+
     /// Removes a group's snapshot. Its streams keep what they have and wait for a new one.
     pub fn clear_snapshot(&self, group: &str) {
         if let Some(g) = self.groups.write().remove(group) {
@@ -181,6 +230,7 @@ mod tests {
     use super::*;
     use xds_core::envoy::config::cluster::v3::Cluster;
     use xds_core::envoy::config::listener::v3::Listener;
+    use xds_core::XdsResource;
 
     fn cluster(name: &str) -> Cluster {
         Cluster { name: name.into(), ..Default::default() }
@@ -217,6 +267,45 @@ mod tests {
         cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).build());
         assert!(!other.has_changed().expect("open"));
         assert_eq!(cache.groups(), ["g"]);
+    }
+
+    #[test]
+    fn per_resource_updates_publish_one_type_and_share_the_rest() {
+        let cache = SnapshotCache::new();
+        cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).resource(&cluster("b")).build());
+        let mut clusters = cache.watch_group("g", type_url::CLUSTER).expect("watch");
+        let mut listeners = cache.watch_group("g", type_url::LISTENER).expect("watch");
+        let before = clusters.borrow_and_update().clone().expect("set");
+        listeners.borrow_and_update();
+        cache.upsert_resource("g", Cluster { name: "c".into(), ..Default::default() }.encode_resource());
+        assert!(!listeners.has_changed().expect("open"), "other types are not woken");
+        let after = clusters.borrow_and_update().clone().expect("set");
+        assert_eq!(after.len(), 3);
+        let changes: Vec<String> = after
+            .diff(&before)
+            .into_iter()
+            .map(|c| match c {
+                xds_core::Change::Upsert(r) => r.name().to_string(),
+                xds_core::Change::Remove(n) => format!("-{n}"),
+            })
+            .collect();
+        assert_eq!(changes, ["c"]);
+        assert!(Arc::ptr_eq(before.get("a").expect("a"), after.get("a").expect("a")), "unchanged resources are shared");
+        cache.remove_resource("g", type_url::CLUSTER, "a");
+        assert_eq!(clusters.borrow_and_update().as_ref().map(|s| s.len()), Some(2));
+        // Removing what is not there publishes nothing.
+        cache.remove_resource("g", type_url::CLUSTER, "zzz");
+        assert!(!clusters.has_changed().expect("open"));
+        assert_eq!(cache.snapshot("g").and_then(|s| s.get(type_url::CLUSTER).map(|s| s.len())), Some(2));
+    }
+
+    #[test]
+    fn per_resource_update_of_a_new_group() {
+        let cache = SnapshotCache::new();
+        let mut listeners = cache.watch_group("g", type_url::LISTENER).expect("watch");
+        cache.upsert_resource("g", Cluster { name: "c".into(), ..Default::default() }.encode_resource());
+        assert!(listeners.has_changed().expect("open"));
+        assert_eq!(listeners.borrow_and_update().as_ref().map(|s| s.len()), Some(0));
     }
 
     #[test]

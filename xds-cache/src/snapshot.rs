@@ -33,6 +33,13 @@ impl Snapshot {
         self.get(type_url).map(|s| s.version())
     }
 
+    /// This snapshot with one type's set replaced (the other sets are shared, not copied).
+    pub fn with_set(&self, set: Arc<ResourceSet>) -> Snapshot {
+        let mut sets = self.sets.clone();
+        sets.insert(set.type_url().into(), set);
+        Snapshot { sets }
+    }
+
     /// Every type with its resources.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<ResourceSet>)> {
         self.sets.iter().map(|(k, v)| (&**k, v))

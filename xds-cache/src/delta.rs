@@ -85,6 +85,8 @@ struct TypeState {
     pending_globs: Vec<(String, String)>,
     /// Everything covered by the wildcard must be compared in full in the next response.
     pending_all: bool,
+    /// Removals held back so that they follow the listeners and routes (make-before-break).
+    deferred_removals: BTreeSet<Arc<str>>,
     /// What a reconnecting client said it holds (canonical name → version), until answered.
     initial: Option<HashMap<Arc<str>, String>>,
     /// The set our last response brought the client to.
@@ -238,10 +240,24 @@ impl DeltaStream {
     pub fn next_response(&mut self) -> Option<DeltaResponse> {
         let mut order: Vec<Arc<str>> = self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
         order.sort_by_key(|t| type_url::order(t));
-        for t in order {
-            let state = self.types.get_mut(&t)?;
-            state.dirty = false;
-            let Some((resources, removed)) = state.compute() else { continue };
+        for (i, t) in order.iter().enumerate() {
+            // Rule 19: removals of clusters and endpoints wait until the types after them
+            // (listeners, routes) that have something to send were answered.
+            let hold_removals = (&**t == type_url::CLUSTER || &**t == type_url::ENDPOINT)
+                && order[i + 1..].iter().any(|later| type_url::order(later) > type_url::order(type_url::ENDPOINT));
+            let state = self.types.get_mut(t)?;
+            let Some((resources, mut removed)) = state.compute() else {
+                state.dirty = false;
+                continue;
+            };
+            let mut deferred = BTreeSet::new();
+            if hold_removals && !removed.is_empty() {
+                if resources.is_empty() {
+                    continue; // stays dirty: answered once the later types are
+                }
+                deferred = std::mem::take(&mut removed).into_iter().collect();
+            }
+            state.dirty = !deferred.is_empty();
             let latest = state.latest.clone()?;
             let nonce: Arc<str> = self.next_nonce.to_string().into();
             self.next_nonce += 1;
@@ -250,11 +266,12 @@ impl DeltaStream {
             state.pending_globs.clear();
             state.pending_all = false;
             state.initial = None;
+            state.deferred_removals = deferred;
             state.waiting = false;
             state.nonce = Some(nonce.clone());
             state.sent_version = Some(latest.version_arc().clone());
             return Some(DeltaResponse {
-                type_url: t,
+                type_url: t.clone(),
                 system_version: latest.version_arc().clone(),
                 nonce,
                 resources,
@@ -402,6 +419,11 @@ impl TypeState {
                 }
             } else {
                 out.remove(self.reply_name(name, None));
+            }
+        }
+        for name in &self.deferred_removals {
+            if !latest.contains(name) && self.covers(name) {
+                out.remove(name.clone());
             }
         }
         for (prefix, query) in &self.pending_globs {
@@ -699,6 +721,27 @@ mod tests {
         s.on_resources(CDS, Some(Arc::new(ResourceSet::empty(CDS))));
         let r = s.next_response().expect("an empty first answer tells the client it has everything");
         assert!(r.resources.is_empty() && r.removed.is_empty());
+    }
+
+    #[test]
+    fn rule19_cluster_removals_follow_listeners_and_routes() {
+        const LDS: &str = type_url::LISTENER;
+        let mut s = wildcard();
+        s.on_request(&req(LDS, &[], &[], "")).expect("lds");
+        s.on_resources(LDS, Some(set(LDS, &[("l", "1")])));
+        let l1 = s.next_response().expect("lds");
+        s.on_request(&ack(LDS, &l1)).expect("ack");
+        // A change moves the listener from cluster b to cluster c: c is added, b removed.
+        s.on_resources(CDS, Some(set(CDS, &[("a", "1"), ("c", "1")])));
+        s.on_resources(LDS, Some(set(LDS, &[("l", "2")])));
+        let r1 = s.next_response().expect("cds first");
+        assert_eq!((&*r1.type_url, sent(&r1), removed(&r1)), (CDS, vec!["c"], vec![]), "add c, keep b for now");
+        let r2 = s.next_response().expect("then lds");
+        assert_eq!(&*r2.type_url, LDS);
+        assert!(s.next_response().is_none(), "cds waits for its ack");
+        s.on_request(&ack(CDS, &r1)).expect("ack");
+        let r3 = s.next_response().expect("removal last");
+        assert_eq!((&*r3.type_url, sent(&r3), removed(&r3)), (CDS, vec![], vec!["b"]));
     }
 
     mod props {

@@ -196,3 +196,39 @@ async fn per_type_delta_service() {
     assert_eq!(r.type_url, CLUSTER);
     assert_eq!(delta_names(&r), ["a"]);
 }
+
+#[tokio::test]
+async fn rule_20_ttl_and_heartbeats_over_delta() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use xds_core::XdsResource;
+    let cache = Arc::new(xds_cache::SnapshotCache::new());
+    let server =
+        TestServer::start_with(xds_server::XdsServer::builder().heartbeat_interval(Duration::from_millis(100)), cache)
+            .await;
+    let with_ttl = cluster("a", "1").encode_resource().with_ttl(Some(Duration::from_secs(2)));
+    server.cache.set_snapshot("n1", Snapshot::builder().encoded(with_ttl.clone()).build());
+    let mut c = DeltaClient::connect(server.addr).await.expect("open");
+    c.send(delta_request(Some("n1"), CLUSTER, &["*"], &[], "")).await;
+    let r1 = c.recv().await;
+    assert_eq!(r1.resources[0].ttl.as_ref().map(|t| t.seconds), Some(2));
+    assert!(r1.resources[0].resource.is_some());
+    c.ack(CLUSTER, &r1).await;
+    let hb = c.recv().await;
+    assert_eq!(delta_names(&hb), ["a"]);
+    assert!(hb.resources[0].resource.is_none(), "a heartbeat carries no body");
+    assert_eq!(hb.resources[0].version, r1.resources[0].version);
+    c.ack(CLUSTER, &hb).await;
+    // The same resource without TTL: an update that clears the client's TTL.
+    server.cache.set_snapshot("n1", Snapshot::builder().encoded(with_ttl.with_ttl(None)).build());
+    let mut cleared = c.recv().await;
+    for _ in 0..10 {
+        if cleared.resources.first().is_some_and(|r| r.resource.is_some()) {
+            break;
+        }
+        c.ack(CLUSTER, &cleared).await; // a heartbeat raced the update
+        cleared = c.recv().await;
+    }
+    assert!(cleared.resources[0].ttl.is_none());
+    assert!(cleared.resources[0].resource.is_some());
+}

@@ -53,6 +53,8 @@ pub struct DeltaResource {
     pub name: Arc<str>,
     /// The resource.
     pub resource: Arc<EncodedResource>,
+    /// A TTL heartbeat: name, version and TTL only, no body (the client keeps its copy).
+    pub heartbeat: bool,
 }
 
 /// One delta response to send.
@@ -85,6 +87,8 @@ struct TypeState {
     pending_globs: Vec<(String, String)>,
     /// Everything covered by the wildcard must be compared in full in the next response.
     pending_all: bool,
+    /// A TTL heartbeat is due for the resources with a TTL the client holds.
+    heartbeat_due: bool,
     /// Removals held back so that they follow the listeners and routes (make-before-break).
     deferred_removals: BTreeSet<Arc<str>>,
     /// What a reconnecting client said it holds (canonical name → version), until answered.
@@ -231,6 +235,18 @@ impl DeltaStream {
         }
     }
 
+    /// Time to refresh TTLs: every type whose client holds resources with a TTL gets a
+    /// heartbeat (each such resource with its version and TTL, without a body) in its next
+    /// response. The driver calls this at an interval shorter than the TTLs it serves.
+    pub fn on_heartbeat(&mut self) {
+        for state in self.types.values_mut() {
+            if state.base.is_some() && state.latest.as_ref().is_some_and(|l| l.has_ttl()) {
+                state.heartbeat_due = true;
+                state.dirty = true;
+            }
+        }
+    }
+
     /// Whether [`next_response`](Self::next_response) has something to evaluate.
     pub fn wants_to_send(&self) -> bool {
         self.types.values().any(TypeState::ready)
@@ -267,6 +283,7 @@ impl DeltaStream {
             state.pending_all = false;
             state.initial = None;
             state.deferred_removals = deferred;
+            state.heartbeat_due = false;
             state.waiting = false;
             state.nonce = Some(nonce.clone());
             state.sent_version = Some(latest.version_arc().clone());
@@ -322,7 +339,17 @@ struct Builder {
 impl Builder {
     fn upsert(&mut self, name: Arc<str>, resource: &Arc<EncodedResource>) {
         self.removed.remove(&name);
-        self.upserts.insert(name.clone(), DeltaResource { name, resource: resource.clone() });
+        self.upserts.insert(name.clone(), DeltaResource { name, resource: resource.clone(), heartbeat: false });
+    }
+
+    fn heartbeat(&mut self, name: Arc<str>, resource: &Arc<EncodedResource>) {
+        if !self.removed.contains(&name) {
+            self.upserts.entry(name.clone()).or_insert_with(|| DeltaResource {
+                name,
+                resource: resource.clone(),
+                heartbeat: true,
+            });
+        }
     }
 
     fn remove(&mut self, name: Arc<str>) {
@@ -430,6 +457,13 @@ impl TypeState {
             for (name, r) in latest.with_prefix(prefix) {
                 if glob_matches(prefix, query, name) && known_version(name) != Some(r.version()) {
                     out.upsert(self.reply_name(name, Some(r)), r);
+                }
+            }
+        }
+        if self.heartbeat_due {
+            for (name, r) in latest.names().zip(latest.iter()) {
+                if r.ttl().is_some() && self.covers(name) {
+                    out.heartbeat(self.reply_name(name, Some(r)), r);
                 }
             }
         }
@@ -742,6 +776,35 @@ mod tests {
         s.on_request(&ack(CDS, &r1)).expect("ack");
         let r3 = s.next_response().expect("removal last");
         assert_eq!((&*r3.type_url, sent(&r3), removed(&r3)), (CDS, vec![], vec!["b"]));
+    }
+
+    #[test]
+    fn rule20_ttl_heartbeats() {
+        let mut s = DeltaStream::ads();
+        s.on_request(&req(EDS, &["a", "b"], &[], "")).expect("first");
+        let ttl = Some(std::time::Duration::from_secs(30));
+        let a = EncodedResource::new(EDS, "a", b"a".to_vec()).with_ttl(ttl);
+        let b = EncodedResource::new(EDS, "b", b"b".to_vec());
+        s.on_resources(EDS, Some(Arc::new(ResourceSet::from_resources(EDS, [a.clone(), b]))));
+        let r = s.next_response().expect("first");
+        assert!(r.resources.iter().all(|x| !x.heartbeat));
+        s.on_request(&ack(EDS, &r)).expect("ack");
+        s.on_heartbeat();
+        let hb = s.next_response().expect("heartbeat");
+        assert_eq!(sent(&hb), ["a"], "only resources with a TTL");
+        assert!(hb.resources[0].heartbeat);
+        assert_eq!(hb.resources[0].resource.version(), a.version());
+        s.on_request(&ack(EDS, &hb)).expect("ack");
+        // Re-set without TTL: a real update that clears it.
+        let a2 = a.with_ttl(None);
+        let b = EncodedResource::new(EDS, "b", b"b".to_vec());
+        s.on_resources(EDS, Some(Arc::new(ResourceSet::from_resources(EDS, [a2, b]))));
+        let r = s.next_response().expect("update");
+        assert_eq!(sent(&r), ["a"]);
+        assert!(!r.resources[0].heartbeat && r.resources[0].resource.ttl().is_none());
+        s.on_request(&ack(EDS, &r)).expect("ack");
+        s.on_heartbeat();
+        assert!(s.next_response().is_none(), "no TTL left, no heartbeat");
     }
 
     mod props {

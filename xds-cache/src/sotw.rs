@@ -56,7 +56,15 @@ pub struct SotwResponse {
     pub nonce: Arc<str>,
     /// The resources, ordered by name.
     pub resources: Vec<Arc<EncodedResource>>,
+    /// The client accepts `discovery.v3.Resource` wrappers in SotW (rule 20): resources with a
+    /// TTL are sent wrapped, with their TTL.
+    pub wrap_ttl: bool,
+    /// A TTL heartbeat: wrapped resources go without a body (the client keeps its copy).
+    pub heartbeat: bool,
 }
+
+/// The client features that allow TTL wrappers in SotW (rule 20).
+pub const SOTW_TTL_FEATURES: [&str; 2] = ["xds.config.supports-resource-ttl", "xds.config.supports-resource-in-sotw"];
 
 /// What a request was, for logs and callbacks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +121,8 @@ struct TypeState {
     waiting: bool,
     /// Something changed since this type was last evaluated (request or resources).
     dirty: bool,
+    /// A TTL heartbeat is due.
+    heartbeat_due: bool,
     /// Answer the next request even if unchanged: the parent type (CDS for EDS, LDS for RDS)
     /// was just updated and the client is warming (rule 19).
     force: bool,
@@ -138,6 +148,8 @@ struct Sent {
 pub struct SotwStream {
     fixed_type: Option<Arc<str>>,
     node: Option<Node>,
+    /// The node advertised [`SOTW_TTL_FEATURES`].
+    wrap_ttl: bool,
     next_nonce: u64,
     types: BTreeMap<Arc<str>, TypeState>,
 }
@@ -145,7 +157,7 @@ pub struct SotwStream {
 impl SotwStream {
     /// A stream of the aggregated service (ADS): every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, next_nonce: 1, types: BTreeMap::new() }
+        Self { fixed_type: None, node: None, wrap_ttl: false, next_nonce: 1, types: BTreeMap::new() }
     }
 
     /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
@@ -160,7 +172,13 @@ impl SotwStream {
 
     /// Applies one request. Errors end the stream (missing node, missing or wrong type URL).
     pub fn on_request(&mut self, req: &DiscoveryRequest) -> Result<RequestInfo, Error> {
-        check_node(&mut self.node, req.node.as_ref())?;
+        if self.node.is_none() {
+            check_node(&mut self.node, req.node.as_ref())?;
+            self.wrap_ttl = self
+                .node
+                .as_ref()
+                .is_some_and(|n| SOTW_TTL_FEATURES.iter().all(|f| xds_core::has_client_feature(n, f)));
+        }
         let type_url = resolve_type(&self.fixed_type, &req.type_url)?;
         let new_type = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
@@ -229,7 +247,9 @@ impl SotwStream {
         for t in order {
             let state = self.types.get_mut(&t)?;
             state.dirty = false;
-            let Some((set, resources)) = state.due() else {
+            let heartbeat = state.heartbeat_due;
+            state.heartbeat_due = false;
+            let Some((set, resources, changed)) = state.due(heartbeat) else {
                 continue;
             };
             let set = set.clone();
@@ -258,9 +278,32 @@ impl SotwStream {
                 child.force = true;
                 child.dirty = true;
             }
-            return Some(SotwResponse { type_url: t, version: set.version_arc().clone(), nonce, resources });
+            return Some(SotwResponse {
+                type_url: t,
+                version: set.version_arc().clone(),
+                nonce,
+                resources,
+                wrap_ttl: self.wrap_ttl,
+                heartbeat: !changed,
+            });
         }
         None
+    }
+
+    /// Time to refresh TTLs (rule 20). Only for clients that advertised [`SOTW_TTL_FEATURES`]:
+    /// every type holding resources with a TTL answers its next request with a heartbeat, the
+    /// same resources with the TTL'd ones wrapped without a body. The driver calls this at an
+    /// interval shorter than the TTLs it serves.
+    pub fn on_heartbeat(&mut self) {
+        if !self.wrap_ttl {
+            return;
+        }
+        for state in self.types.values_mut() {
+            if state.sent.is_some() && state.latest.as_ref().is_some_and(|l| l.has_ttl()) {
+                state.heartbeat_due = true;
+                state.dirty = true;
+            }
+        }
     }
 
     /// Whether [`next_response`](Self::next_response) has something to evaluate: a type that
@@ -329,15 +372,17 @@ impl TypeState {
         self.dirty && self.waiting && self.latest.is_some()
     }
 
-    /// The resources to send now, or `None` when nothing is due.
-    fn due(&self) -> Option<(&Arc<ResourceSet>, Vec<Arc<EncodedResource>>)> {
+    /// The resources to send now and whether their content changed (`false`: a heartbeat), or
+    /// `None` when nothing is due.
+    fn due(&self, heartbeat: bool) -> Option<(&Arc<ResourceSet>, Vec<Arc<EncodedResource>>, bool)> {
         if !self.waiting {
             return None;
         }
         let set = self.latest.as_ref()?;
         let full_state = self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
-        if let (Some(sent), true) = (&self.sent, self.new_names.is_empty() && !self.force) {
-            if self.wildcard && sent.wildcard && sent.set_version == *set.version_arc() {
+        let unchanged_wildcard = |sent: &Sent| self.wildcard && sent.wildcard && sent.set_version == *set.version_arc();
+        if let (Some(sent), true, false) = (&self.sent, self.new_names.is_empty() && !self.force, heartbeat) {
+            if unchanged_wildcard(sent) {
                 return None;
             }
         }
@@ -346,13 +391,13 @@ impl TypeState {
         } else {
             self.names.iter().filter_map(|n| set.get(n).cloned()).collect()
         };
-        let answer = match &self.sent {
+        let (answer, changed) = match &self.sent {
             // Nothing sent since the last fresh request: answer (full state even when empty).
-            None => full_state || !resources.is_empty(),
+            None => (full_state || !resources.is_empty(), true),
             Some(sent) => {
                 let new_present = self.new_names.iter().any(|n| set.contains(n));
                 let changed = if self.wildcard || sent.wildcard {
-                    sent.wildcard != self.wildcard || sent.set_version != *set.version_arc()
+                    !unchanged_wildcard(sent)
                 } else {
                     sent.resources.len() != resources.len()
                         || sent
@@ -361,13 +406,15 @@ impl TypeState {
                             .zip(&resources)
                             .any(|((n, v), r)| n != r.name_arc() || v != r.version_arc())
                 };
-                changed
+                let answer = changed
                     || new_present
                     || (full_state && !self.new_names.is_empty())
                     || (self.force && (full_state || !resources.is_empty()))
+                    || (heartbeat && resources.iter().any(|r| r.ttl().is_some()));
+                (answer, changed || new_present || self.force || !self.new_names.is_empty())
             }
         };
-        answer.then_some((set, resources))
+        answer.then_some((set, resources, changed))
     }
 }
 
@@ -654,6 +701,43 @@ mod tests {
         assert_eq!(names(&e2), ["a"]);
         s.on_request(&req(EDS, &["a"], &e2.version, &e2.nonce)).expect("eds ack");
         assert!(s.next_response().is_none(), "and only once");
+    }
+
+    #[test]
+    fn rule20_ttl_wrapping_and_heartbeats_only_for_clients_that_support_them() {
+        let ttl = Some(std::time::Duration::from_secs(30));
+        let set = Arc::new(ResourceSet::from_resources(
+            EDS,
+            [
+                EncodedResource::new(EDS, "a", b"a".to_vec()).with_ttl(ttl),
+                EncodedResource::new(EDS, "b", b"b".to_vec()),
+            ],
+        ));
+        let mut plain = SotwStream::ads();
+        plain.on_request(&req(EDS, &["a", "b"], "", "")).expect("first");
+        plain.on_resources(EDS, Some(set.clone()));
+        let r = plain.next_response().expect("first");
+        assert!(!r.wrap_ttl, "no wrappers without the client features");
+        plain.on_request(&req(EDS, &["a", "b"], &r.version, &r.nonce)).expect("ack");
+        plain.on_heartbeat();
+        assert!(plain.next_response().is_none(), "no heartbeats either");
+
+        let mut s = SotwStream::ads();
+        let mut first = req(EDS, &["a", "b"], "", "");
+        if let Some(n) = first.node.as_mut() {
+            n.client_features = SOTW_TTL_FEATURES.iter().map(|f| f.to_string()).collect();
+        }
+        s.on_request(&first).expect("first");
+        s.on_resources(EDS, Some(set));
+        let r = s.next_response().expect("first");
+        assert!(r.wrap_ttl && !r.heartbeat);
+        s.on_request(&req(EDS, &["a", "b"], &r.version, &r.nonce)).expect("ack");
+        assert!(s.next_response().is_none());
+        s.on_heartbeat();
+        let hb = s.next_response().expect("heartbeat");
+        assert!(hb.heartbeat && hb.wrap_ttl);
+        assert_eq!(names(&hb), ["a", "b"], "the full response, so nothing looks deleted");
+        assert_eq!(hb.version, r.version);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct EncodedResource {
     any: Bytes,
     value_offset: usize,
     ttl: Option<Duration>,
+    /// Whether the version was set explicitly (else it follows content and TTL).
+    explicit_version: bool,
 }
 
 impl EncodedResource {
@@ -72,7 +74,15 @@ impl EncodedResource {
         let any = envoy_types::pb::google::protobuf::Any { type_url: type_url.to_string(), value: value.to_vec() }
             .encode_to_vec();
         let value_offset = any.len() - value.len();
-        Self { type_url, name: name.into(), version, any: Bytes::from(any), value_offset, ttl: None }
+        Self {
+            type_url,
+            name: name.into(),
+            version,
+            any: Bytes::from(any),
+            value_offset,
+            ttl: None,
+            explicit_version: false,
+        }
     }
 
     /// Encodes a message (see [`XdsResource::encode_resource`]).
@@ -84,14 +94,25 @@ impl EncodedResource {
     #[must_use]
     pub fn with_version(mut self, version: impl Into<Arc<str>>) -> Self {
         self.version = version.into();
+        self.explicit_version = true;
         self
     }
 
     /// Sets a time to live: clients that support it drop the resource unless it is refreshed
-    /// (xDS protocol "TTL"). `None` clears it.
+    /// by a heartbeat (xDS protocol "TTL"). `None` clears it.
+    ///
+    /// A content-derived version covers the TTL too, so setting or clearing a TTL is a change
+    /// that reaches clients (a resource re-sent without TTL clears the client's timer).
     #[must_use]
     pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.ttl = ttl;
+        if !self.explicit_version {
+            let body = content_version(&self.any[self.value_offset..]);
+            self.version = match ttl {
+                None => body.into(),
+                Some(ttl) => format!("{body}-ttl{}", ttl.as_millis()).into(),
+            };
+        }
         self
     }
 
@@ -191,5 +212,8 @@ mod tests {
         assert_eq!(a.version(), a2.version());
         assert_ne!(a.version(), b.version());
         assert_eq!(a.clone().with_version("v7").version(), "v7");
+        let t = a.clone().with_ttl(Some(Duration::from_secs(5)));
+        assert_ne!(t.version(), a.version(), "a TTL is part of the derived version");
+        assert_eq!(t.with_ttl(None).version(), a.version(), "clearing it restores the version");
     }
 }

@@ -24,6 +24,8 @@ pub struct ResourceSet {
     type_url: Arc<str>,
     resources: OrdMap<Arc<str>, Arc<EncodedResource>>,
     digest: u64,
+    /// How many resources carry a TTL (heartbeats are only needed when some do).
+    ttl_count: usize,
     explicit_version: Option<Arc<str>>,
     version: Arc<str>,
 }
@@ -44,6 +46,7 @@ impl ResourceSet {
             type_url: type_url.into(),
             resources: OrdMap::new(),
             digest: 0,
+            ttl_count: 0,
             explicit_version: None,
             version: Arc::from(""),
         };
@@ -67,12 +70,14 @@ impl ResourceSet {
         debug_assert_eq!(resource.type_url(), &*self.type_url, "resource type differs from set type");
         let resource = Arc::new(resource);
         self.digest ^= entry_hash(&resource);
+        self.ttl_count += usize::from(resource.ttl().is_some());
         let key: Arc<str> = match canonical_name(resource.name()) {
             Cow::Borrowed(_) => resource.name_arc().clone(),
             Cow::Owned(canonical) => canonical.into(),
         };
         if let Some(old) = self.resources.insert(key, resource) {
             self.digest ^= entry_hash(&old);
+            self.ttl_count -= usize::from(old.ttl().is_some());
         }
         self.refresh_version();
     }
@@ -82,6 +87,7 @@ impl ResourceSet {
         match self.resources.remove(&*canonical_name(name)) {
             Some(old) => {
                 self.digest ^= entry_hash(&old);
+                self.ttl_count -= usize::from(old.ttl().is_some());
                 self.refresh_version();
                 true
             }
@@ -138,6 +144,11 @@ impl ResourceSet {
     ) -> impl Iterator<Item = (&'a Arc<str>, &'a Arc<EncodedResource>)> + 'a {
         let start: Arc<str> = prefix.into();
         self.resources.range(start..).take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    /// Whether any resource carries a TTL.
+    pub fn has_ttl(&self) -> bool {
+        self.ttl_count > 0
     }
 
     /// Number of resources.

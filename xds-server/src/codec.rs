@@ -43,32 +43,77 @@ impl WireMessage for SotwResponse {
     fn write_to(&self, buf: &mut impl BufMut) {
         write_str_field(sotw_field::VERSION_INFO, &self.version, buf);
         for r in &self.resources {
-            // An empty `Any` is still a present element of a repeated field.
-            let any = r.any_bytes();
-            encode_key(sotw_field::RESOURCES, WireType::LengthDelimited, buf);
-            encode_varint(any.len() as u64, buf);
-            buf.put_slice(any);
+            match sotw_wrapper(self, r) {
+                Some(w) => w.write(sotw_field::RESOURCES, buf),
+                // An empty `Any` is still a present element of a repeated field.
+                None => write_bytes_field(sotw_field::RESOURCES, r.any_bytes(), buf),
+            }
         }
         write_str_field(sotw_field::TYPE_URL, &self.type_url, buf);
         write_str_field(sotw_field::NONCE, &self.nonce, buf);
     }
 }
 
+/// A resource wrapped for TTL in SotW: `Any { type_url: ...discovery.v3.Resource,
+/// value: Resource { name, version, resource, ttl } }`, the body left out for a heartbeat.
+struct Wrapper<'a> {
+    name: &'a str,
+    version: &'a str,
+    body: Option<&'a [u8]>,
+    ttl: Vec<u8>,
+}
+
+impl Wrapper<'_> {
+    fn resource_len(&self) -> usize {
+        str_field_len(self.name)
+            + str_field_len(self.version)
+            + self.body.map_or(0, |b| len_field(b.len()))
+            + len_field(self.ttl.len())
+    }
+
+    fn any_len(&self) -> usize {
+        str_field_len(xds_core::type_url::RESOURCE_WRAPPER) + len_field(self.resource_len())
+    }
+
+    fn write(&self, tag: u32, buf: &mut impl BufMut) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(self.any_len() as u64, buf);
+        write_str_field(1, xds_core::type_url::RESOURCE_WRAPPER, buf);
+        encode_key(2, WireType::LengthDelimited, buf);
+        encode_varint(self.resource_len() as u64, buf);
+        write_str_field(delta_field::RESOURCE_VERSION, self.version, buf);
+        if let Some(body) = self.body {
+            write_bytes_field(delta_field::RESOURCE_BODY, body, buf);
+        }
+        write_str_field(delta_field::RESOURCE_NAME, self.name, buf);
+        write_bytes_field(delta_field::RESOURCE_TTL, &self.ttl, buf);
+    }
+}
+
+fn sotw_wrapper<'a>(resp: &SotwResponse, r: &'a xds_core::EncodedResource) -> Option<Wrapper<'a>> {
+    if !resp.wrap_ttl {
+        return None;
+    }
+    let ttl = encode_ttl(r.ttl()?);
+    Some(Wrapper { name: r.name(), version: r.version(), body: (!resp.heartbeat).then(|| &r.any_bytes()[..]), ttl })
+}
+
+fn encode_ttl(ttl: std::time::Duration) -> Vec<u8> {
+    xds_core::google::protobuf::Duration {
+        seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
+    }
+    .encode_to_vec()
+}
+
 /// Bytes a SotW response takes on the wire (for logs and metrics).
 pub(crate) fn sotw_encoded_len(r: &SotwResponse) -> usize {
-    let field = |len: usize| {
-        if len == 0 {
-            0
-        } else {
-            1 + encoded_len_varint(len as u64) + len
-        }
-    };
-    field(r.version.len())
-        + field(r.type_url.len())
-        + field(r.nonce.len())
+    str_field_len(&r.version)
+        + str_field_len(&r.type_url)
+        + str_field_len(&r.nonce)
         + r.resources
             .iter()
-            .map(|x| 1 + encoded_len_varint(x.any_bytes().len() as u64) + x.any_bytes().len())
+            .map(|x| sotw_wrapper(r, x).map_or_else(|| len_field(x.any_bytes().len()), |w| len_field(w.any_len())))
             .sum::<usize>()
 }
 
@@ -98,19 +143,14 @@ fn str_field_len(s: &str) -> usize {
 }
 
 fn ttl_bytes(r: &DeltaResource) -> Option<Vec<u8>> {
-    let ttl = r.resource.ttl()?;
-    let d = xds_core::google::protobuf::Duration {
-        seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
-    };
-    Some(d.encode_to_vec())
+    r.resource.ttl().map(encode_ttl)
 }
 
 /// Length of one `Resource` message (without its own key and length prefix).
 fn delta_resource_len(r: &DeltaResource, ttl: Option<&[u8]>) -> usize {
     str_field_len(&r.name)
         + str_field_len(r.resource.version())
-        + len_field(r.resource.any_bytes().len())
+        + if r.heartbeat { 0 } else { len_field(r.resource.any_bytes().len()) }
         + ttl.map_or(0, |t| len_field(t.len()))
 }
 
@@ -122,7 +162,9 @@ impl WireMessage for DeltaResponse {
             encode_key(delta_field::RESOURCES, WireType::LengthDelimited, buf);
             encode_varint(delta_resource_len(r, ttl.as_deref()) as u64, buf);
             write_str_field(delta_field::RESOURCE_VERSION, r.resource.version(), buf);
-            write_bytes_field(delta_field::RESOURCE_BODY, r.resource.any_bytes(), buf);
+            if !r.heartbeat {
+                write_bytes_field(delta_field::RESOURCE_BODY, r.resource.any_bytes(), buf);
+            }
             write_str_field(delta_field::RESOURCE_NAME, &r.name, buf);
             if let Some(ttl) = &ttl {
                 write_bytes_field(delta_field::RESOURCE_TTL, ttl, buf);
@@ -218,6 +260,8 @@ mod tests {
             version: "v1".into(),
             nonce: "7".into(),
             resources: clusters,
+            wrap_ttl: false,
+            heartbeat: false,
         };
         let mut buf = Vec::new();
         r.write_to(&mut buf);
@@ -244,7 +288,11 @@ mod tests {
             type_url: xds_core::type_url::CLUSTER.into(),
             system_version: "s1".into(),
             nonce: "3".into(),
-            resources: vec![DeltaResource { name: "xdstp://x/y?b=1&a=2".into(), resource: a.clone() }],
+            resources: vec![DeltaResource {
+                name: "xdstp://x/y?b=1&a=2".into(),
+                resource: a.clone(),
+                heartbeat: false,
+            }],
             removed: vec!["gone".into()],
         };
         let mut buf = Vec::new();
@@ -260,5 +308,47 @@ mod tests {
         assert_eq!(res.ttl.as_ref().map(|t| (t.seconds, t.nanos)), Some((1, 500_000_000)));
         let any = res.resource.as_ref().expect("body");
         assert_eq!(Cluster::decode(any.value.as_slice()).expect("cluster").name, "a");
+
+        let hb = DeltaResponse {
+            resources: vec![DeltaResource { name: "a".into(), resource: a.clone(), heartbeat: true }],
+            ..r
+        };
+        let mut buf = Vec::new();
+        hb.write_to(&mut buf);
+        assert_eq!(buf.len(), delta_encoded_len(&hb));
+        let d = DeltaDiscoveryResponse::decode(buf.as_slice()).expect("decodes");
+        assert!(d.resources[0].resource.is_none(), "a heartbeat has no body");
+        assert_eq!(d.resources[0].version, a.version());
+    }
+
+    #[test]
+    fn sotw_ttl_wrappers_and_heartbeats() {
+        use xds_core::envoy::service::discovery::v3::Resource;
+        let ttl = Some(std::time::Duration::from_secs(30));
+        let a = Arc::new(Cluster { name: "a".into(), ..Default::default() }.encode_resource().with_ttl(ttl));
+        let b = Arc::new(Cluster { name: "b".into(), ..Default::default() }.encode_resource());
+        for heartbeat in [false, true] {
+            let r = SotwResponse {
+                type_url: xds_core::type_url::CLUSTER.into(),
+                version: "v1".into(),
+                nonce: "1".into(),
+                resources: vec![a.clone(), b.clone()],
+                wrap_ttl: true,
+                heartbeat,
+            };
+            let mut buf = Vec::new();
+            r.write_to(&mut buf);
+            assert_eq!(buf.len(), sotw_encoded_len(&r));
+            let d = DiscoveryResponse::decode(buf.as_slice()).expect("decodes");
+            assert_eq!(d.resources[0].type_url, xds_core::type_url::RESOURCE_WRAPPER);
+            let w = Resource::decode(d.resources[0].value.as_slice()).expect("wrapper");
+            assert_eq!((w.name.as_str(), w.version.as_str()), ("a", a.version()));
+            assert_eq!(w.ttl.as_ref().map(|t| t.seconds), Some(30));
+            assert_eq!(w.resource.is_none(), heartbeat);
+            if let Some(body) = w.resource {
+                assert_eq!(Cluster::decode(body.value.as_slice()).expect("cluster").name, "a");
+            }
+            assert_eq!(d.resources[1].type_url, xds_core::type_url::CLUSTER, "no TTL: not wrapped");
+        }
     }
 }

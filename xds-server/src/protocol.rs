@@ -24,6 +24,7 @@ pub(crate) trait Protocol: Send + 'static {
     fn on_request(&mut self, req: &Self::Request) -> Result<RequestInfo, xds_cache::Error>;
     fn on_resources(&mut self, type_url: &str, set: Option<Arc<ResourceSet>>);
     fn wants_to_send(&self) -> bool;
+    fn on_heartbeat(&mut self);
     fn next_response(&mut self) -> Option<Self::Response>;
     fn node(&self) -> Option<&Node>;
     fn last_nack(&self, type_url: &str) -> Option<&Nack>;
@@ -55,6 +56,9 @@ impl Protocol for SotwStream {
     }
     fn wants_to_send(&self) -> bool {
         SotwStream::wants_to_send(self)
+    }
+    fn on_heartbeat(&mut self) {
+        SotwStream::on_heartbeat(self);
     }
     fn next_response(&mut self) -> Option<SotwResponse> {
         SotwStream::next_response(self)
@@ -105,6 +109,9 @@ impl Protocol for DeltaStream {
     }
     fn wants_to_send(&self) -> bool {
         DeltaStream::wants_to_send(self)
+    }
+    fn on_heartbeat(&mut self) {
+        DeltaStream::on_heartbeat(self);
     }
     fn next_response(&mut self) -> Option<DeltaResponse> {
         DeltaStream::next_response(self)

@@ -31,6 +31,9 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default limit of concurrent streams per HTTP/2 connection: 1024.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Default interval of TTL heartbeats: 5 s. It must be shorter than the shortest resource TTL
+/// served.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Default time streams get to end after shutdown starts: 5 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,6 +59,7 @@ pub struct ServerBuilder {
     keepalive_timeout: Duration,
     max_concurrent_streams: u32,
     drain_timeout: Duration,
+    heartbeat_interval: Duration,
     callbacks: Arc<dyn Callbacks>,
 }
 
@@ -68,6 +72,7 @@ impl Default for ServerBuilder {
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             callbacks: Arc::new(NoCallbacks),
         }
     }
@@ -128,6 +133,14 @@ impl ServerBuilder {
         self
     }
 
+    /// How often resources with a TTL are refreshed by heartbeats ([`DEFAULT_HEARTBEAT_INTERVAL`]);
+    /// keep it well below the shortest TTL you set.
+    #[must_use]
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
     /// Observes and vetoes streams, requests and responses.
     #[must_use]
     pub fn callbacks(mut self, callbacks: impl Callbacks) -> Self {
@@ -145,7 +158,10 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             source,
             callbacks: self.callbacks.clone(),
-            config: StreamConfig { max_receive_message_size: self.max_receive_message_size },
+            config: StreamConfig {
+                max_receive_message_size: self.max_receive_message_size,
+                heartbeat_interval: self.heartbeat_interval,
+            },
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_stream_id: AtomicU64::new(1),

@@ -30,6 +30,7 @@ use crate::protocol::Protocol;
 #[derive(Debug, Clone)]
 pub(crate) struct StreamConfig {
     pub max_receive_message_size: usize,
+    pub heartbeat_interval: Duration,
 }
 
 /// What every stream shares.
@@ -99,6 +100,9 @@ async fn run<P: Protocol>(
     debug!("stream opened");
     let mut machine = P::new(info.type_url);
     let mut watches = Watches::new();
+    let mut heartbeats = tokio::time::interval(shared.config.heartbeat_interval);
+    heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeats.reset();
     let result: Result<(), Status> = loop {
         tokio::select! {
             biased;
@@ -126,6 +130,7 @@ async fn run<P: Protocol>(
                     break Ok(());
                 }
             },
+            _ = heartbeats.tick() => machine.on_heartbeat(),
             Some((type_url, resources)) = watches.next(), if !watches.is_empty() => {
                 if let Some(set) = &resources {
                     debug!(r#type = type_url::short_name(&type_url), version = set.version(), resources = set.len(), "new resources");

@@ -249,7 +249,7 @@ impl SotwStream {
             state.dirty = false;
             let heartbeat = state.heartbeat_due;
             state.heartbeat_due = false;
-            let Some((set, resources, changed)) = state.due(heartbeat) else {
+            let Some(Due { set, resources, changed }) = state.due(heartbeat) else {
                 continue;
             };
             let set = set.clone();
@@ -344,6 +344,14 @@ impl SotwStream {
     }
 }
 
+/// A response that is due: the set, the resources to send, and whether their content changed
+/// (`false`: a heartbeat).
+struct Due<'a> {
+    set: &'a Arc<ResourceSet>,
+    resources: Vec<Arc<EncodedResource>>,
+    changed: bool,
+}
+
 /// Rule 6: the first request of a stream must carry a node with an id; it is remembered.
 pub(crate) fn check_node(remembered: &mut Option<Node>, node: Option<&Node>) -> Result<(), Error> {
     if remembered.is_none() {
@@ -374,7 +382,7 @@ impl TypeState {
 
     /// The resources to send now and whether their content changed (`false`: a heartbeat), or
     /// `None` when nothing is due.
-    fn due(&self, heartbeat: bool) -> Option<(&Arc<ResourceSet>, Vec<Arc<EncodedResource>>, bool)> {
+    fn due(&self, heartbeat: bool) -> Option<Due<'_>> {
         if !self.waiting {
             return None;
         }
@@ -414,7 +422,7 @@ impl TypeState {
                 (answer, changed || new_present || self.force || !self.new_names.is_empty())
             }
         };
-        answer.then_some((set, resources, changed))
+        answer.then_some(Due { set, resources, changed })
     }
 }
 

@@ -287,6 +287,22 @@ impl DeltaStream {
             state.waiting = false;
             state.nonce = Some(nonce.clone());
             state.sent_version = Some(latest.version_arc().clone());
+            // Rule 19: an updated cluster warms until it hears about its endpoints. Envoy asks
+            // again for them; answering the same names unasked covers clients that do not
+            // (the common case where the EDS service name is the cluster name).
+            if &**t == type_url::CLUSTER {
+                let updated: Vec<Arc<str>> = resources
+                    .iter()
+                    .filter(|r| !r.heartbeat)
+                    .map(|r| Arc::from(&*canonical_name(r.resource.name())))
+                    .collect();
+                if let Some(eds) = self.types.get_mut(type_url::ENDPOINT) {
+                    for name in updated.into_iter().filter(|n| eds.names.contains_key(n) && eds.base.is_some()) {
+                        eds.pending.insert(name);
+                        eds.dirty = true;
+                    }
+                }
+            }
             return Some(DeltaResponse {
                 type_url: t.clone(),
                 system_version: latest.version_arc().clone(),
@@ -805,6 +821,20 @@ mod tests {
         s.on_request(&ack(EDS, &r)).expect("ack");
         s.on_heartbeat();
         assert!(s.next_response().is_none(), "no TTL left, no heartbeat");
+    }
+
+    #[test]
+    fn rule19_updated_cluster_gets_its_endpoints() {
+        let mut s = wildcard();
+        s.on_request(&req(EDS, &["a"], &[], "")).expect("eds");
+        s.on_resources(EDS, Some(set(EDS, &[("a", "1")])));
+        let e = s.next_response().expect("eds");
+        s.on_request(&ack(EDS, &e)).expect("ack");
+        s.on_resources(CDS, Some(set(CDS, &[("a", "2"), ("b", "1")])));
+        let c = s.next_response().expect("cds");
+        assert_eq!(sent(&c), ["a"]);
+        let e2 = s.next_response().expect("endpoints of the warming cluster, unchanged");
+        assert_eq!((&*e2.type_url, sent(&e2)), (EDS, vec!["a"]));
     }
 
     mod props {

@@ -12,6 +12,10 @@
 //! - [`NodeGrouper`]: which configuration a client's `Node` receives;
 //! - [`ResourceSource`]: the one trait an application implements to plug in its registry.
 //!
+//! Feature flags:
+//!
+//! - `json`: [`json`], the proto3 JSON mapping of every Envoy type (`@type` in `Any`s resolved).
+//!
 //! ```
 //! use xds_core::{envoy::config::cluster::v3::Cluster, type_url, ResourceSet, XdsResource};
 //!
@@ -21,6 +25,8 @@
 //! ```
 
 mod error;
+#[cfg(feature = "json")]
+pub mod json;
 mod names;
 mod node;
 mod resource;

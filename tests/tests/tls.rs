@@ -106,3 +106,55 @@ async fn mutual_tls_refuses_clients_without_a_trusted_certificate() {
     let trusted = base.identity(Identity::from_pem(c, k));
     assert_eq!(fetch_clusters(&server, trusted).await.expect("trusted client served"), ["a"]);
 }
+
+async fn first_response(
+    server: &TestServer,
+    tls: ClientTlsConfig,
+    node_id: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    let channel = Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(request(Some(node_id), CLUSTER, &[], "", "")).await.expect("send");
+    let mut stream = client.stream_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
+    let r = tokio::time::timeout(WAIT, stream.message()).await.expect("in time")?.expect("message");
+    Ok(resource_names(&r))
+}
+
+#[tokio::test]
+async fn certificate_identity_binds_the_node_ids_a_client_may_claim() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(server_sans());
+    let cache = Arc::new(SnapshotCache::new());
+    let cluster = |n: &str| Snapshot::builder().resource(&Cluster { name: n.into(), ..Default::default() }).build();
+    cache.set_snapshot("envoy-1", cluster("for-envoy-1"));
+    cache.set_snapshot("envoy-2", cluster("for-envoy-2"));
+    let binding = xds_server::IdentityBinding::new().bind("spiffe://mesh/ns/default/sa/envoy-1", ["envoy-1"]);
+    let server = TestServer::start_with(
+        XdsServer::builder()
+            .tls(TlsConfig {
+                cert_pem: cert.into_bytes(),
+                key_pem: key.into_bytes(),
+                client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+                client_auth_optional: false,
+            })
+            .authorize_nodes(binding),
+        cache,
+    )
+    .await;
+    let (c, k) = pki.leaf(vec![SanType::URI("spiffe://mesh/ns/default/sa/envoy-1".try_into().expect("uri"))]);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(c, k));
+    assert_eq!(first_response(&server, tls.clone(), "envoy-1").await.expect("its own node"), ["for-envoy-1"]);
+    let refused = first_response(&server, tls, "envoy-2").await.expect_err("another node's id");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("may not claim node id \"envoy-2\""), "{}", refused.message());
+}

@@ -31,6 +31,8 @@ pub struct StreamInfo {
     pub type_url: Option<&'static str>,
     /// The node, once the first request arrived.
     pub node: Option<Node>,
+    /// URI and DNS SANs of the client certificate (mutual TLS only).
+    pub identities: Vec<String>,
 }
 
 /// A response about to be sent.

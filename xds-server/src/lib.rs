@@ -28,14 +28,20 @@
 //! Logs: at `debug` level every request and response of every stream is logged with node,
 //! type, version, nonce and names; NACKs are logged at `warn` with the client's error text.
 
+pub mod admin;
+mod auth;
 mod callbacks;
 mod codec;
 mod error;
+mod fetch;
+mod metrics;
 mod protocol;
 mod server;
 mod service;
+mod status;
 mod stream;
 
+pub use auth::{IdentityBinding, NodeAuthorizer};
 pub use callbacks::{Callbacks, NoCallbacks, ResponseInfo, StreamInfo, Variant};
 pub use error::Error;
 pub use server::{
@@ -43,3 +49,4 @@ pub use server::{
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
 };
 pub use service::{kind, ServiceKind, XdsService};
+pub use status::{ClientRegistry, ClientStatus, NackStatus, StreamStatus, TypeStatus};

@@ -16,8 +16,13 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::info;
 use xds_core::ResourceSource;
 
+use prometheus_client::registry::Registry;
+
+use crate::auth::NodeAuthorizer;
 use crate::callbacks::{Callbacks, NoCallbacks};
+use crate::metrics::Metrics;
 use crate::service::{kind, XdsService};
+use crate::status::ClientRegistry;
 use crate::stream::{Shared, StreamConfig};
 use crate::Error;
 
@@ -61,6 +66,8 @@ pub struct ServerBuilder {
     drain_timeout: Duration,
     heartbeat_interval: Duration,
     callbacks: Arc<dyn Callbacks>,
+    authorizer: Option<Arc<dyn NodeAuthorizer>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for ServerBuilder {
@@ -74,6 +81,8 @@ impl Default for ServerBuilder {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             callbacks: Arc::new(NoCallbacks),
+            authorizer: None,
+            metrics: None,
         }
     }
 }
@@ -148,6 +157,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Checks, on the first request of every stream, that the client may claim its node
+    /// (see [`IdentityBinding`](crate::IdentityBinding)); refusals end the stream with
+    /// `PERMISSION_DENIED`.
+    #[must_use]
+    pub fn authorize_nodes(mut self, authorizer: impl NodeAuthorizer) -> Self {
+        self.authorizer = Some(Arc::new(authorizer));
+        self
+    }
+
+    /// Registers the server's metrics (prefix `xds_`) on a Prometheus registry.
+    #[must_use]
+    pub fn metrics(mut self, registry: &mut Registry) -> Self {
+        self.metrics = Some(Arc::new(Metrics::new(registry)));
+        self
+    }
+
     /// Finishes the server, serving resources from `source`.
     pub fn build(self, source: impl ResourceSource) -> XdsServer {
         self.build_shared(Arc::new(source))
@@ -158,6 +183,9 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             source,
             callbacks: self.callbacks.clone(),
+            authorizer: self.authorizer.clone(),
+            clients: Arc::new(ClientRegistry::default()),
+            metrics: self.metrics.clone(),
             config: StreamConfig {
                 max_receive_message_size: self.max_receive_message_size,
                 heartbeat_interval: self.heartbeat_interval,
@@ -201,7 +229,7 @@ impl XdsServer {
     /// Streams of these routes end when [`XdsServer::shutdown_token`] is cancelled.
     pub fn routes(&self) -> Routes {
         let s = &self.shared;
-        Routes::new(XdsService::<kind::Ads>::new(s.clone()))
+        let mut routes = Routes::new(XdsService::<kind::Ads>::new(s.clone()))
             .add_service(XdsService::<kind::Lds>::new(s.clone()))
             .add_service(XdsService::<kind::Rds>::new(s.clone()))
             .add_service(XdsService::<kind::Srds>::new(s.clone()))
@@ -211,7 +239,21 @@ impl XdsServer {
             .add_service(XdsService::<kind::Leds>::new(s.clone()))
             .add_service(XdsService::<kind::Sds>::new(s.clone()))
             .add_service(XdsService::<kind::Rtds>::new(s.clone()))
-            .add_service(XdsService::<kind::Ecds>::new(s.clone()))
+            .add_service(XdsService::<kind::Ecds>::new(s.clone()));
+        // REST-JSON polling (api_type: REST) on the same port, over HTTP/1.1 or HTTP/2.
+        let router = routes.axum_router_mut();
+        for (path, type_url) in crate::fetch::REST_PATHS {
+            let rest = axum::Router::new()
+                .route(path, axum::routing::post(crate::fetch::rest))
+                .with_state((s.clone(), *type_url));
+            *router = std::mem::take(router).merge(rest);
+        }
+        routes
+    }
+
+    /// What every connected client holds (for an admin `/clients` page).
+    pub fn clients(&self) -> Arc<ClientRegistry> {
+        self.shared.clients.clone()
     }
 
     /// Cancelling this token ends every stream with `UNAVAILABLE` (used by graceful shutdown).
@@ -243,6 +285,7 @@ impl XdsServer {
             .http2_keepalive_interval(b.keepalive_interval)
             .http2_keepalive_timeout(Some(b.keepalive_timeout))
             .max_concurrent_streams(b.max_concurrent_streams)
+            .accept_http1(true)
             .tcp_nodelay(true);
         if let Some(tls) = &b.tls {
             let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));

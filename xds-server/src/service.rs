@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
-use xds_cache::{DeltaStream, SotwStream};
+use xds_cache::{DeltaStream, SotwResponse, SotwStream};
+use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;
 
 use crate::codec::XdsCodec;
@@ -114,6 +115,33 @@ impl<P: Protocol> StreamingService<P::Request> for Method<P> {
     }
 }
 
+/// The unary `Fetch*` methods: the current state of one type, once.
+struct FetchMethod {
+    shared: Arc<Shared>,
+    type_url: &'static str,
+}
+
+impl UnaryService<DiscoveryRequest> for FetchMethod {
+    type Response = SotwResponse;
+    type Future = BoxFuture<Response<SotwResponse>, Status>;
+
+    fn call(&mut self, request: Request<DiscoveryRequest>) -> Self::Future {
+        let shared = self.shared.clone();
+        let type_url = self.type_url;
+        Box::pin(async move {
+            let request = request.into_inner();
+            match crate::fetch::fetch(&shared, type_url, &request).await? {
+                Some(response) => Ok(Response::new(response)),
+                None => Err(Status::aborted(format!(
+                    "version {:?} of {} is current: nothing to fetch",
+                    request.version_info,
+                    type_url::short_name(type_url)
+                ))),
+            }
+        })
+    }
+}
+
 async fn serve<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
@@ -143,12 +171,13 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
             if method.starts_with("Delta") {
                 return Ok(serve::<DeltaStream>(shared, K::TYPE_URL, req).await);
             }
-            let status = if method.starts_with("Fetch") {
-                Status::unimplemented(format!("{}/{method}: unary fetch is not served; use the streaming API", K::NAME))
-            } else {
-                Status::unimplemented(format!("{}/{method}: no such method", K::NAME))
-            };
-            Ok(status.into_http())
+            if let (true, Some(type_url)) = (method.starts_with("Fetch"), K::TYPE_URL) {
+                let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();
+                let mut grpc =
+                    Grpc::new(codec).apply_max_message_size_config(Some(shared.config.max_receive_message_size), None);
+                return Ok(grpc.unary(FetchMethod { shared, type_url }, req).await);
+            }
+            Ok(Status::unimplemented(format!("{}/{method}: no such method", K::NAME)).into_http())
         })
     }
 }

@@ -7,10 +7,11 @@
 //! response is built from the latest state once the client catches up. No lock is held across
 //! an await; a stream never waits on another.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
@@ -22,9 +23,12 @@ use tracing::{debug, info, warn, Instrument};
 use xds_cache::RequestKind;
 use xds_core::{type_url, ResourceSet, ResourceSource};
 
-use crate::callbacks::{Callbacks, StreamInfo};
+use crate::auth::{certificate_identities, NodeAuthorizer};
+use crate::callbacks::{Callbacks, StreamInfo, Variant};
 use crate::error::{status_of, status_of_core};
+use crate::metrics::{Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
+use crate::status::{ClientRegistry, StreamHandle};
 
 /// Limits and settings every stream reads.
 #[derive(Debug, Clone)]
@@ -37,6 +41,9 @@ pub(crate) struct StreamConfig {
 pub(crate) struct Shared {
     pub source: Arc<dyn ResourceSource>,
     pub callbacks: Arc<dyn Callbacks>,
+    pub authorizer: Option<Arc<dyn NodeAuthorizer>>,
+    pub clients: Arc<ClientRegistry>,
+    pub metrics: Option<Arc<Metrics>>,
     pub config: StreamConfig,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
@@ -64,12 +71,17 @@ pub(crate) fn open<P: Protocol>(
     type_url: Option<&'static str>,
     request: Request<Streaming<P::Request>>,
 ) -> Result<Response<ResponseStream<P>>, Status> {
+    let identities = request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| certificate_identities(c.as_ref())))
+        .unwrap_or_default();
     let info = StreamInfo {
         id: shared.next_stream_id.fetch_add(1, Ordering::Relaxed),
         peer: request.remote_addr(),
         variant: P::VARIANT,
         type_url,
         node: None,
+        identities,
     };
     shared.callbacks.on_stream_open(&info)?;
     let (tx, rx) = mpsc::channel(1);
@@ -93,12 +105,28 @@ type Watches = StreamMap<Arc<str>, WatchStream<Option<Arc<ResourceSet>>>>;
 
 async fn run<P: Protocol>(
     shared: Arc<Shared>,
-    mut info: StreamInfo,
+    info: StreamInfo,
     mut requests: Streaming<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) {
     debug!("stream opened");
-    let mut machine = P::new(info.type_url);
+    let variant = match P::VARIANT {
+        Variant::Sotw => "sotw",
+        _ => "delta",
+    };
+    let status = shared.clients.open(StreamHandle::new_status(
+        info.id,
+        peer_str(info.peer),
+        info.identities.clone(),
+        variant,
+        info.type_url.map_or("ADS", type_url::short_name),
+    ));
+    if let Some(m) = &shared.metrics {
+        m.streams_open.get_or_create(&VariantLabel { variant }).inc();
+        m.streams_total.get_or_create(&VariantLabel { variant }).inc();
+    }
+    let mut ctx = Ctx { info, status, pushes: HashMap::new() };
+    let mut machine = P::new(ctx.info.type_url);
     let mut watches = Watches::new();
     let mut heartbeats = tokio::time::interval(shared.config.heartbeat_interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,13 +138,13 @@ async fn run<P: Protocol>(
             permit = tx.reserve(), if machine.wants_to_send() => {
                 let Ok(permit) = permit else { break Ok(()) }; // the client went away
                 if let Some(response) = machine.next_response() {
-                    log_response::<P>(&shared, &info, &response);
+                    on_response::<P>(&shared, &mut ctx, &response);
                     permit.send(Ok(response));
                 }
             }
             request = requests.message() => match request {
                 Ok(Some(request)) => {
-                    if let Err(status) = on_request(&shared, &mut info, &mut machine, &mut watches, &request).await {
+                    if let Err(status) = on_request(&shared, &mut ctx, &mut machine, &mut watches, &request).await {
                         break Err(status);
                     }
                 }
@@ -135,6 +163,7 @@ async fn run<P: Protocol>(
                 if let Some(set) = &resources {
                     debug!(r#type = type_url::short_name(&type_url), version = set.version(), resources = set.len(), "new resources");
                 }
+                ctx.pushes.entry(type_url.clone()).or_insert_with(Instant::now);
                 machine.on_resources(&type_url, resources);
             }
         }
@@ -147,30 +176,54 @@ async fn run<P: Protocol>(
             let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status.clone()))).await;
         }
     }
-    shared.callbacks.on_stream_closed(&info, result.as_ref().err());
+    shared.clients.close(ctx.info.id);
+    if let Some(m) = &shared.metrics {
+        m.streams_open.get_or_create(&VariantLabel { variant }).dec();
+    }
+    shared.callbacks.on_stream_closed(&ctx.info, result.as_ref().err());
+}
+
+/// What a stream task keeps beside its state machine.
+struct Ctx {
+    info: StreamInfo,
+    status: StreamHandle,
+    /// Per type: when the stream learned of resources not yet sent (for the push latency).
+    pushes: HashMap<Arc<str>, Instant>,
 }
 
 async fn on_request<P: Protocol>(
     shared: &Shared,
-    info: &mut StreamInfo,
+    ctx: &mut Ctx,
     machine: &mut P,
     watches: &mut Watches,
     request: &P::Request,
 ) -> Result<(), Status> {
-    P::callback(&*shared.callbacks, info, request)?;
+    P::callback(&*shared.callbacks, &ctx.info, request)?;
     let applied = machine.on_request(request).map_err(status_of)?;
-    if info.node.is_none() {
-        info.node = machine.node().cloned();
+    if ctx.info.node.is_none() {
+        let node = machine.node().cloned().unwrap_or_default();
+        if let Some(authorizer) = &shared.authorizer {
+            authorizer.authorize(&ctx.info.identities, &node).map_err(Status::permission_denied)?;
+        }
+        ctx.status.set_node(&node.id, &node.cluster);
+        ctx.info.node = Some(node);
     }
+    let info = &ctx.info;
     let node_id = info.node.as_ref().map_or("", |n| n.id.as_str());
     let short = type_url::short_name(&applied.type_url);
     let (version, nonce, names) = P::describe(request);
     let version = version.as_str();
-    match &applied.kind {
-        RequestKind::Initial => debug!(node = node_id, r#type = short, version, nonce, names, "request"),
+    let kind = match &applied.kind {
+        RequestKind::Initial => {
+            debug!(node = node_id, r#type = short, version, nonce, names, "request");
+            "initial"
+        }
         RequestKind::Ack => {
             debug!(node = node_id, r#type = short, version, nonce, names, "ACK");
-            shared.callbacks.on_ack(info, &applied.type_url, machine.acked_version(request, &applied.type_url));
+            let acked = machine.acked_version(request, &applied.type_url);
+            ctx.status.acked(&applied.type_url, acked);
+            shared.callbacks.on_ack(info, &applied.type_url, acked);
+            "ack"
         }
         RequestKind::Nack { detail } => {
             warn!(
@@ -183,26 +236,32 @@ async fn on_request<P: Protocol>(
                 "NACK: the client rejected the configuration"
             );
             if let Some(nack) = machine.last_nack(&applied.type_url) {
+                ctx.status.nacked(&applied.type_url, &nack.rejected_version, &nack.detail);
                 shared.callbacks.on_nack(info, &applied.type_url, nack);
             }
+            "nack"
         }
         RequestKind::Stale => {
-            debug!(node = node_id, r#type = short, version, nonce, names, "request with a stale nonce")
+            debug!(node = node_id, r#type = short, version, nonce, names, "request with a stale nonce");
+            "stale"
         }
-        _ => {}
+        _ => "other",
+    };
+    if let Some(m) = &shared.metrics {
+        m.requests.get_or_create(&RequestLabel { r#type: short.to_string(), kind }).inc();
     }
     if applied.new_type {
-        let node = machine.node().cloned().unwrap_or_default();
+        let node = info.node.clone().unwrap_or_default();
         let watch = shared.source.watch(&node, &applied.type_url).await.map_err(status_of_core)?;
         watches.insert(applied.type_url.clone(), WatchStream::new(watch));
     }
     Ok(())
 }
 
-fn log_response<P: Protocol>(shared: &Shared, info: &StreamInfo, r: &P::Response) {
+fn on_response<P: Protocol>(shared: &Shared, ctx: &mut Ctx, r: &P::Response) {
     let ri = P::response_info(r);
     debug!(
-        node = info.node.as_ref().map_or("", |n| n.id.as_str()),
+        node = ctx.info.node.as_ref().map_or("", |n| n.id.as_str()),
         r#type = type_url::short_name(ri.type_url),
         version = ri.version,
         nonce = ri.nonce,
@@ -210,5 +269,17 @@ fn log_response<P: Protocol>(shared: &Shared, info: &StreamInfo, r: &P::Response
         bytes = ri.bytes,
         "response"
     );
-    shared.callbacks.on_response(info, &ri);
+    ctx.status.sent(ri.type_url, ri.version, ri.bytes);
+    if let Some(m) = &shared.metrics {
+        let label = Metrics::type_label(ri.type_url);
+        m.responses.get_or_create(&label).inc();
+        m.response_bytes.get_or_create(&label).inc_by(ri.bytes as u64);
+        m.resources_sent.get_or_create(&label).inc_by(ri.resources as u64);
+        if let Some(since) = ctx.pushes.remove(ri.type_url) {
+            m.push_latency.get_or_create(&label).observe(since.elapsed().as_secs_f64());
+        }
+    } else {
+        ctx.pushes.remove(ri.type_url);
+    }
+    shared.callbacks.on_response(&ctx.info, &ri);
 }

@@ -1,0 +1,83 @@
+//! Prometheus metrics of the server (`prometheus-client`): streams, requests, ACKs, NACKs,
+//! responses and bytes per type, and the push latency.
+//!
+//! Register them on your registry with [`ServerBuilder::metrics`](crate::ServerBuilder::metrics)
+//! and serve the registry (the admin router of [`crate::admin`] does).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use xds_core::type_url;
+
+/// Labels: the variant of a stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VariantLabel {
+    pub variant: &'static str,
+}
+
+/// Labels: a resource type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TypeLabel {
+    pub r#type: String,
+}
+
+/// Labels: a resource type and what a request was.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabel {
+    pub r#type: String,
+    pub kind: &'static str,
+}
+
+fn push_latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+/// Every metric the server keeps.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub streams_open: Family<VariantLabel, Gauge>,
+    pub streams_total: Family<VariantLabel, Counter>,
+    pub requests: Family<RequestLabel, Counter>,
+    pub responses: Family<TypeLabel, Counter>,
+    pub response_bytes: Family<TypeLabel, Counter>,
+    pub resources_sent: Family<TypeLabel, Counter>,
+    pub push_latency: Family<TypeLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    pub(crate) fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            streams_open: Family::default(),
+            streams_total: Family::default(),
+            requests: Family::default(),
+            responses: Family::default(),
+            response_bytes: Family::default(),
+            resources_sent: Family::default(),
+            push_latency: Family::new_with_constructor(push_latency_histogram),
+        };
+        let r = registry.sub_registry_with_prefix("xds");
+        r.register("streams_open", "xDS streams currently connected", m.streams_open.clone());
+        r.register("streams", "xDS streams opened", m.streams_total.clone());
+        r.register(
+            "requests",
+            "xDS requests received, by type and kind (initial, ack, nack, stale)",
+            m.requests.clone(),
+        );
+        r.register("responses", "xDS responses sent, by type", m.responses.clone());
+        r.register("response_bytes", "Bytes of xDS responses sent, by type", m.response_bytes.clone());
+        r.register("resources_sent", "Resources sent in xDS responses, by type", m.resources_sent.clone());
+        r.register(
+            "push_latency_seconds",
+            "Time from a stream learning of new resources to the response carrying them",
+            m.push_latency.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn type_label(t: &str) -> TypeLabel {
+        TypeLabel { r#type: type_url::short_name(t).to_string() }
+    }
+}

@@ -33,6 +33,7 @@ mod cache;
 mod consistency;
 mod delta;
 mod error;
+mod router;
 mod snapshot;
 mod sotw;
 
@@ -40,5 +41,6 @@ pub use cache::SnapshotCache;
 pub use consistency::{rds_names, Missing};
 pub use delta::{DeltaResource, DeltaResponse, DeltaStream};
 pub use error::Error;
+pub use router::TypeRouter;
 pub use snapshot::{Snapshot, SnapshotBuilder};
 pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, WILDCARD};

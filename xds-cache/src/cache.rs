@@ -171,13 +171,16 @@ impl SnapshotCache {
     }
 
     /// Removes a group's snapshot. Its streams keep what they have and wait for a new one.
+    ///
+    /// The group's channels stay open (its streams keep watching), so a later snapshot reaches
+    /// them; a group nobody watches is forgotten.
     pub fn clear_snapshot(&self, group: &str) {
-        if let Some(g) = self.groups.write().remove(group) {
-            let mut state = g.state.lock();
-            state.snapshot = None;
-            for sender in state.senders.values() {
-                sender.send_replace(None);
-            }
+        let Some(g) = self.groups.read().get(group).cloned() else { return };
+        let mut state = g.state.lock();
+        state.snapshot = None;
+        state.senders.retain(|_, sender| sender.receiver_count() > 0);
+        for sender in state.senders.values() {
+            sender.send_replace(None);
         }
     }
 
@@ -306,6 +309,20 @@ mod tests {
         cache.upsert_resource("g", Cluster { name: "c".into(), ..Default::default() }.encode_resource());
         assert!(listeners.has_changed().expect("open"));
         assert_eq!(listeners.borrow_and_update().as_ref().map(|s| s.len()), Some(0));
+    }
+
+    #[test]
+    fn streams_watching_a_cleared_group_see_its_next_snapshot() {
+        let cache = SnapshotCache::new();
+        cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).build());
+        let mut rx = cache.watch_group("g", type_url::CLUSTER).expect("watch");
+        rx.borrow_and_update();
+        cache.clear_snapshot("g");
+        assert!(rx.borrow_and_update().is_none());
+        assert!(cache.groups().is_empty());
+        cache.set_snapshot("g", Snapshot::builder().resource(&cluster("b")).build());
+        assert!(rx.has_changed().expect("still open"));
+        assert_eq!(rx.borrow_and_update().as_ref().map(|s| s.len()), Some(1));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::marker::PhantomData;
 
 use bytes::BufMut;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use xds_cache::{DeltaResource, DeltaResponse, SotwResponse};
 use xds_core::prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
@@ -226,6 +226,16 @@ impl<T: WireMessage> Encoder for WireEncoder<T> {
         item.write_to(dst);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
+}
+
+/// Small initial buffers: thousands of mostly idle streams each keep one encode and one decode
+/// buffer, and tonic's 8 KiB default would dominate a stream's memory. Buffers grow on demand.
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(1024, 32 * 1024)
 }
 
 pub(crate) struct ProstDecoder<T>(PhantomData<fn() -> T>);
@@ -233,6 +243,10 @@ pub(crate) struct ProstDecoder<T>(PhantomData<fn() -> T>);
 impl<T: Message + Default> Decoder for ProstDecoder<T> {
     type Item = T;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
         T::decode(src).map(Some).map_err(|e| {

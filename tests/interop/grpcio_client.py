@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""Interoperability test: grpcio's proxyless xDS client against `xds-sidecar`.
+
+    grpcio_client.py --sidecar PATH/TO/xds-sidecar
+
+Starts three gRPC backends on 127.0.0.1 (each serves grpc.health.v1.Health and counts the
+Check calls it receives), writes a registry naming two of them, starts `xds-sidecar` on a free
+loopback port and points a grpcio channel at `xds:///myservice` through an inline bootstrap.
+Then checks, every wait bounded:
+
+1. RPCs are balanced round robin over both registered backends;
+2. replacing the registry file (write a new file, rename it over the old one) moves the
+   traffic to the new endpoint set;
+3. editing the file in place (truncate and rewrite, as many editors do) does too;
+4. an invalid registry (unknown field) is rejected: RPCs keep reaching the last good
+   endpoints.
+
+Prints one progress line per step. Exits 0 on success; on failure prints why, the sidecar's
+log and exits 1. Debug the client with GRPC_VERBOSITY=debug
+GRPC_TRACE=xds_client,xds_resolver,cds_lb (inherited from the environment).
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+
+SERVICE = "myservice"
+CHECK_METHOD = "/grpc.health.v1.Health/Check"
+# Bounds of every wait, in seconds.
+SIDECAR_START_TIMEOUT = 20.0
+FIRST_ROUND_ROBIN_TIMEOUT = 30.0
+UPDATE_TIMEOUT = 20.0
+RPC_TIMEOUT = 3.0
+BATCH = 12
+INVALID_EDIT_LOG_WAIT = 5.0
+INVALID_EDIT_OBSERVE = 3.0
+
+# Filled in by import_grpc(), after the bootstrap is in the environment.
+grpc = None
+health = None
+health_pb2 = None
+health_pb2_grpc = None
+
+
+class TestFailure(Exception):
+    """A check failed; the message says which and what was seen."""
+
+
+def log(message):
+    print(f"[grpcio-interop] {message}", flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bootstrap_json(xds_port):
+    return json.dumps(
+        {
+            "xds_servers": [
+                {
+                    "server_uri": f"127.0.0.1:{xds_port}",
+                    "channel_creds": [{"type": "insecure"}],
+                    "server_features": ["xds_v3"],
+                }
+            ],
+            "node": {"id": "interop-test", "locality": {"zone": "z"}},
+        }
+    )
+
+
+def set_bootstrap(xds_port):
+    # A bootstrap file named by GRPC_XDS_BOOTSTRAP would win over the inline one.
+    os.environ.pop("GRPC_XDS_BOOTSTRAP", None)
+    os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = bootstrap_json(xds_port)
+
+
+def import_grpc():
+    global grpc, health, health_pb2, health_pb2_grpc
+    # Loopback only: never let a proxy from the environment carry these connections.
+    for var in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        os.environ.pop(var, None)
+    import grpc as _grpc
+    from grpc_health.v1 import health as _health
+    from grpc_health.v1 import health_pb2 as _health_pb2
+    from grpc_health.v1 import health_pb2_grpc as _health_pb2_grpc
+
+    grpc, health, health_pb2, health_pb2_grpc = _grpc, _health, _health_pb2, _health_pb2_grpc
+    log(f"grpcio {grpc.__version__}")
+
+
+class Backend:
+    """A gRPC server on 127.0.0.1 serving the health service and counting Check calls."""
+
+    def __init__(self, label):
+        self.label = label
+        self._lock = threading.Lock()
+        self._calls = 0
+        backend = self
+
+        class Counter(grpc.ServerInterceptor):
+            def intercept_service(self, continuation, handler_call_details):
+                if handler_call_details.method == CHECK_METHOD:
+                    with backend._lock:
+                        backend._calls += 1
+                return continuation(handler_call_details)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[Counter()])
+        servicer = health.HealthServicer()
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if not self.port:
+            raise TestFailure(f"backend {label}: cannot bind a port on 127.0.0.1")
+        self.server.start()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def calls(self):
+        with self._lock:
+            return self._calls
+
+    def stop(self):
+        self.server.stop(grace=None)
+
+
+def registry_yaml(endpoints, extra_service_line=None):
+    listed = ", ".join(f'"{e}"' for e in endpoints)
+    text = f"services:\n  - name: {SERVICE}\n    endpoints: [{listed}]\n"
+    if extra_service_line:
+        text += f"    {extra_service_line}\n"
+    return text
+
+
+def replace_file(path, text):
+    """Writes a new file beside `path` and renames it over `path` (atomic replace)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def edit_in_place(path, text):
+    """Truncates and rewrites `path` itself (same inode), like an editor saving in place."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Sidecar:
+    """The `xds-sidecar` process, its log captured in a file."""
+
+    def __init__(self, binary, config, workdir):
+        self.binary = binary
+        self.config = config
+        self.log_path = os.path.join(workdir, "sidecar.log")
+        self.proc = None
+        self.port = None
+
+    def start(self, attempts=3):
+        """Starts on a free port (retrying if another process took it first)."""
+        for attempt in range(1, attempts + 1):
+            self.port = free_port()
+            args = [
+                self.binary,
+                "--config",
+                self.config,
+                "--xds-addr",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                # Every xDS request and response and every reload, without HTTP/2 frames.
+                "info,xds_server=debug,xds_cache=debug,xds_examples=debug",
+            ]
+            log(f"starting {' '.join(args)}")
+            with open(self.log_path, "ab") as out:
+                self.proc = subprocess.Popen(
+                    args,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            if self._wait_listening():
+                log(f"xds-sidecar is listening on 127.0.0.1:{self.port} (pid {self.proc.pid})")
+                return
+            if self.proc.poll() is None:
+                self.stop()
+                raise TestFailure(f"xds-sidecar did not accept TCP connections within {SIDECAR_START_TIMEOUT:.0f} s")
+            log(f"xds-sidecar exited with status {self.proc.returncode} (attempt {attempt} of {attempts})")
+        raise TestFailure("xds-sidecar exited at start-up (see its log below)")
+
+    def _wait_listening(self):
+        deadline = time.monotonic() + SIDECAR_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        return False
+
+    def log_text(self):
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError as e:
+            return f"(no log: {e})"
+
+    def check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise TestFailure(f"xds-sidecar exited unexpectedly with status {self.proc.returncode}")
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Client:
+    """A grpcio channel to xds:///myservice and the health stub on it."""
+
+    def __init__(self):
+        self.channel = grpc.insecure_channel(f"xds:///{SERVICE}")
+        self.stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def batch(self, n):
+        """Makes `n` Check calls; returns the list of errors (empty when all succeeded)."""
+        errors = []
+        for _ in range(n):
+            try:
+                reply = self.stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT, wait_for_ready=True)
+                if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                    errors.append(f"status {reply.status}")
+            except grpc.RpcError as e:
+                errors.append(f"{e.code().name}: {e.details()}")
+        return errors
+
+    def close(self):
+        self.channel.close()
+
+
+def counts(backends):
+    return {b.label: b.calls() for b in backends}
+
+
+def wait_for_traffic(client, sidecar, backends, hit, idle, timeout, what):
+    """Makes batches of calls until one batch succeeds entirely, reaches every backend of `hit`
+    and none of `idle`. Returns that batch's calls per backend."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last = None
+    while time.monotonic() < deadline:
+        sidecar.check_alive()
+        before = counts(backends)
+        errors = client.batch(BATCH)
+        after = counts(backends)
+        delta = {k: after[k] - before[k] for k in after}
+        last = (delta, errors)
+        if not errors and all(delta[b.label] > 0 for b in hit) and all(delta[b.label] == 0 for b in idle):
+            log(f"{what}: ok after {time.monotonic() - started:.1f} s, calls per backend {delta}")
+            return delta
+        time.sleep(0.2)
+    delta, errors = last if last else ({}, [])
+    raise TestFailure(
+        f"{what}: not reached within {timeout:.0f} s: wanted calls on {[b.label for b in hit]} and none on "
+        f"{[b.label for b in idle]}; last batch of {BATCH}: calls per backend {delta}, "
+        f"{len(errors)} errors {sorted(set(errors))[:3]}"
+    )
+
+
+def wait_for_log(sidecar, needle, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in sidecar.log_text():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def run(binary, workdir):
+    backends = [Backend(f"backend{i}") for i in (1, 2, 3)]
+    b1, b2, b3 = backends
+    log("backends: " + ", ".join(f"{b.label}={b.address}" for b in backends))
+    registry = os.path.join(workdir, "registry.yaml")
+    replace_file(registry, registry_yaml([b1.address, b2.address]))
+    sidecar = Sidecar(binary, registry, workdir)
+    client = None
+    try:
+        sidecar.start()
+        set_bootstrap(sidecar.port)
+        client = Client()
+
+        log(f"step 1: round robin over {b1.label} and {b2.label}")
+        wait_for_traffic(client, sidecar, backends, [b1, b2], [b3], FIRST_ROUND_ROBIN_TIMEOUT, "first RPCs")
+        before = counts(backends)
+        errors = client.batch(20)
+        after = counts(backends)
+        spread = {k: after[k] - before[k] for k in after}
+        if errors or spread[b1.label] < 5 or spread[b2.label] < 5 or spread[b3.label]:
+            raise TestFailure(f"20 calls were not balanced round robin: calls per backend {spread}, errors {errors[:3]}")
+        log(f"step 1: 20 calls balanced {spread}")
+
+        log(f"step 2: registry replaced by rename: {b2.label} -> {b3.label}")
+        replace_file(registry, registry_yaml([b1.address, b3.address]))
+        wait_for_traffic(client, sidecar, backends, [b1, b3], [b2], UPDATE_TIMEOUT, "after rename")
+
+        log(f"step 3: registry edited in place: {b1.label} -> {b2.label}")
+        edit_in_place(registry, registry_yaml([b2.address, b3.address]))
+        wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, "after in-place edit")
+
+        log("step 4: invalid registry (unknown field `weight`, would send everything to backend1)")
+        replace_file(registry, registry_yaml([b1.address], extra_service_line="weight: 3"))
+        if wait_for_log(sidecar, "weight", INVALID_EDIT_LOG_WAIT):
+            log("step 4: xds-sidecar logged the rejection")
+        else:
+            log(f"step 4: note: no log line mentioning `weight` within {INVALID_EDIT_LOG_WAIT:.0f} s")
+        deadline = time.monotonic() + INVALID_EDIT_OBSERVE
+        before = counts(backends)
+        errors = []
+        while time.monotonic() < deadline:
+            sidecar.check_alive()
+            errors += client.batch(4)
+            time.sleep(0.02)
+        after = counts(backends)
+        delta = {k: after[k] - before[k] for k in after}
+        if errors or delta[b1.label] or not delta[b2.label] or not delta[b3.label]:
+            raise TestFailure(
+                f"after the invalid edit RPCs should keep going to {b2.label} and {b3.label} only: "
+                f"calls per backend {delta}, {len(errors)} errors {sorted(set(errors))[:3]}"
+            )
+        log(f"step 4: last good endpoints kept for {INVALID_EDIT_OBSERVE:.0f} s, calls per backend {delta}")
+        sidecar.check_alive()
+    except BaseException:
+        print_sidecar_log(sidecar)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        sidecar.stop()
+        for b in backends:
+            b.stop()
+
+
+def print_sidecar_log(sidecar):
+    text = sidecar.log_text()
+    lines = text.splitlines()
+    shown = lines[-400:]
+    print(f"----- xds-sidecar log ({sidecar.log_path}, last {len(shown)} of {len(lines)} lines) -----", file=sys.stderr)
+    print("\n".join(shown), file=sys.stderr)
+    print("----- end of xds-sidecar log -----", file=sys.stderr, flush=True)
+
+
+def terminated(signum, _frame):
+    # Unwinds through run()'s cleanup: the sidecar and the backends are stopped.
+    raise SystemExit(f"[grpcio-interop] FAIL: terminated by signal {signum}")
+
+
+def main():
+    signal.signal(signal.SIGTERM, terminated)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sidecar", required=True, help="path of the xds-sidecar binary")
+    args = parser.parse_args()
+    binary = os.path.abspath(args.sidecar)
+    if not os.access(binary, os.X_OK):
+        print(f"[grpcio-interop] FAIL: {binary} is not an executable (build it: cargo build --workspace --bins)", file=sys.stderr)
+        return 1
+    # The bootstrap must be in the environment before grpc creates its xDS client; it is set
+    # again with the sidecar's actual port before the channel is created.
+    set_bootstrap(free_port())
+    import_grpc()
+    with tempfile.TemporaryDirectory(prefix="xds-grpcio-interop-") as workdir:
+        try:
+            run(binary, workdir)
+        except TestFailure as e:
+            print(f"[grpcio-interop] FAIL: {e}", file=sys.stderr, flush=True)
+            return 1
+    log("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

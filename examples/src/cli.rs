@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::bootstrap;
+use crate::bootstrap::{self, HostPort};
 
 /// The default address of the xDS server.
 pub const DEFAULT_XDS_ADDR: &str = "127.0.0.1:18000";
@@ -18,15 +18,21 @@ Serve a YAML service registry to proxyless gRPC clients over xDS (ADS, v3).
 
 For every service NAME in the registry file, clients that dial the target xds:///NAME \
 receive a Listener, a RouteConfiguration, a Cluster and a ClusterLoadAssignment named NAME \
-that balance their RPCs round robin over the listed endpoints. Every client gets the same \
-configuration, whatever its node id.
+that balance their RPCs over the listed endpoints. Envoy receives the same clusters and \
+endpoints, plus the Envoy listeners, routes and SDS secrets of the registry. Every client gets \
+the same configuration, whatever its node id.
+
+Endpoints are health checked (TCP connect every 2 s by default, or the gRPC health \
+protocol): one that fails is published UNHEALTHY, so clients stop using it, and HEALTHY again \
+once it recovers. When every endpoint of a service fails, all are published HEALTHY (as Envoy's \
+panic mode does). --no-health-checks publishes every endpoint HEALTHY.
 
 The registry file is watched: edits (in place or by replacing the file) are served within \
 a second, without restart. A file that does not parse or validate is reported as \
 FILE:LINE:COL and the last good configuration stays in place; at start-up it is an error.";
 
 const AFTER_HELP: &str = "\
-Registry file:
+Registry file (every setting: examples/registry-full.yaml):
   services:
     - name: myservice                               # target xds:///myservice
       endpoints: [127.0.0.1:50051, 127.0.0.1:50052] # IP:PORT, IPv6 as \"[::1]:50051\"
@@ -35,7 +41,8 @@ Examples:
   xds-sidecar --config registry.yaml
   xds-sidecar check --config registry.yaml
   xds-sidecar bootstrap grpc --node-id my-client > bootstrap.json
-  GRPC_XDS_BOOTSTRAP=bootstrap.json my-grpc-client xds:///myservice";
+  GRPC_XDS_BOOTSTRAP=bootstrap.json my-grpc-client xds:///myservice
+  xds-sidecar bootstrap envoy --node-id edge-1 > envoy.yaml && envoy -c envoy.yaml";
 
 /// The `xds-sidecar` command line.
 #[derive(Debug, Parser)]
@@ -78,6 +85,11 @@ pub enum BootstrapCommand {
     /// Save it to a file named by GRPC_XDS_BOOTSTRAP, or pass it inline with
     /// GRPC_XDS_BOOTSTRAP_CONFIG="$(xds-sidecar bootstrap grpc)".
     Grpc(GrpcBootstrapArgs),
+    /// Print the YAML bootstrap of an Envoy proxy (`envoy -c FILE`).
+    ///
+    /// ADS over gRPC (or delta with --delta) to the sidecar, the control-plane cluster with
+    /// HTTP/2 (and TLS with --tls-ca), and an admin listener on 127.0.0.1.
+    Envoy(EnvoyBootstrapArgs),
 }
 
 /// Options of `serve`.
@@ -110,6 +122,12 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Do not health check endpoints: publish every endpoint HEALTHY.
+    ///
+    /// Overrides every service's `health_check` (benchmarks use it).
+    #[arg(long)]
+    pub no_health_checks: bool,
 }
 
 /// Options of `check`.
@@ -139,6 +157,65 @@ pub struct GrpcBootstrapArgs {
     /// The client's locality zone (node.locality.zone).
     #[arg(long, value_name = "ZONE", default_value = bootstrap::DEFAULT_ZONE)]
     pub zone: String,
+}
+
+/// Options of `bootstrap envoy`.
+#[derive(Debug, Clone, Args)]
+pub struct EnvoyBootstrapArgs {
+    /// Envoy's node id (node.id), shown in the server's logs.
+    #[arg(long, value_name = "ID", default_value = bootstrap::DEFAULT_ENVOY_NODE_ID, value_parser = non_empty)]
+    pub node_id: String,
+
+    /// Envoy's node cluster (node.cluster).
+    #[arg(long, value_name = "NAME", default_value = bootstrap::DEFAULT_ENVOY_CLUSTER, value_parser = non_empty)]
+    pub cluster: String,
+
+    /// Address Envoy dials to reach the xDS server: IP:PORT or DNS-NAME:PORT (IPv6 in brackets).
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_XDS_ADDR)]
+    pub xds_addr: HostPort,
+
+    /// Use incremental xDS (api_type DELTA_GRPC) instead of state of the world (GRPC).
+    #[arg(long)]
+    pub delta: bool,
+
+    /// CA bundle (PEM) the xDS server's certificate must chain to; turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Envoy's client certificate (PEM), for mutual TLS.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Server name for SNI and the required DNS name of the server's certificate (defaults to
+    /// the host of --xds-addr when it is a DNS name).
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
+
+    /// Port of Envoy's admin listener, on 127.0.0.1.
+    #[arg(long, value_name = "PORT", default_value_t = bootstrap::DEFAULT_ENVOY_ADMIN_PORT)]
+    pub admin_port: u16,
+}
+
+impl EnvoyBootstrapArgs {
+    /// The generator's options.
+    pub fn options(&self) -> bootstrap::EnvoyBootstrapOptions {
+        bootstrap::EnvoyBootstrapOptions {
+            node_id: self.node_id.clone(),
+            cluster: self.cluster.clone(),
+            xds_addr: self.xds_addr.clone(),
+            delta: self.delta,
+            tls: self.tls_ca.as_ref().map(|ca| bootstrap::EnvoyTls {
+                ca: ca.clone(),
+                client_cert: self.tls_cert.clone().zip(self.tls_key.clone()),
+                server_name: self.tls_server_name.clone(),
+            }),
+            admin_port: self.admin_port,
+        }
+    }
 }
 
 /// How log lines are written (to standard error).
@@ -231,5 +308,54 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse(&["bootstrap", "grpc", "--node-id", ""]).is_err());
+    }
+
+    #[test]
+    fn no_health_checks_flag() {
+        assert!(!parse(&["-c", "r"]).expect("parses").serve.no_health_checks);
+        assert!(parse(&["-c", "r", "--no-health-checks"]).expect("parses").serve.no_health_checks);
+    }
+
+    #[test]
+    fn bootstrap_envoy_options() {
+        let envoy = |args: &[&str]| match parse(&[&["bootstrap", "envoy"], args].concat()).map(|c| c.command) {
+            Ok(Some(Command::Bootstrap(BootstrapCommand::Envoy(args)))) => Ok(args.options()),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => Err(e),
+        };
+        let defaults = envoy(&[]).expect("parses");
+        assert_eq!(defaults, bootstrap::EnvoyBootstrapOptions::default());
+
+        let o = envoy(&[
+            "--node-id",
+            "n",
+            "--cluster",
+            "c",
+            "--xds-addr",
+            "xds.internal:443",
+            "--delta",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "e.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-server-name",
+            "xds",
+            "--admin-port",
+            "9000",
+        ])
+        .expect("parses");
+        assert_eq!((o.node_id.as_str(), o.cluster.as_str(), o.delta, o.admin_port), ("n", "c", true, 9000));
+        assert_eq!(o.xds_addr.to_string(), "xds.internal:443");
+        let tls = o.tls.expect("tls");
+        assert_eq!(tls.client_cert, Some(("e.pem".into(), "k.pem".into())));
+        assert_eq!(tls.server_name.as_deref(), Some("xds"));
+
+        assert!(envoy(&["--tls-cert", "e.pem", "--tls-ca", "ca.pem"]).is_err(), "a certificate needs its key");
+        assert!(envoy(&["--tls-key", "k.pem"]).is_err(), "a key needs its certificate");
+        assert!(envoy(&["--tls-cert", "e.pem", "--tls-key", "k.pem"]).is_err(), "client TLS needs a CA");
+        assert!(envoy(&["--xds-addr", "nope"]).is_err());
+        assert!(envoy(&["--node-id", ""]).is_err());
     }
 }

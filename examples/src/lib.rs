@@ -3,10 +3,12 @@
 //! Two users of the library, written the way an application would:
 //!
 //! - **`xds-sidecar`** (`src/bin/xds-sidecar.rs`): serves a YAML service registry to proxyless
-//!   gRPC clients. Its parts live in this library so they are unit tested:
-//!   [`registry`] (the file format and its validation), [`resources`] (the four resources a
-//!   client needs per service), [`reload`] (hot reload by polling), [`sidecar`] (publishing,
-//!   serving, logging), [`bootstrap`] (the client bootstrap JSON) and [`cli`].
+//!   gRPC clients and Envoy. Its parts live in this library so they are unit tested:
+//!   [`registry`] (the file format and its validation), [`resources`] (the xDS resources a
+//!   registry becomes), [`health`] (active health checks of the endpoints), [`reload`] (hot
+//!   reload by polling), [`sidecar`] (the controller that publishes, serving, logging),
+//!   [`bootstrap`] (the gRPC JSON and Envoy YAML bootstraps) and [`cli`]. `examples/README.md`
+//!   documents the registry schema; `examples/registry-full.yaml` uses every setting.
 //! - **`custom-source`** (`src/bin/custom-source.rs`): the smallest application that
 //!   implements [`xds_core::ResourceSource`] itself instead of using a cache.
 //!
@@ -21,6 +23,7 @@
 
 pub mod bootstrap;
 pub mod cli;
+pub mod health;
 pub mod registry;
 pub mod reload;
 pub mod resources;

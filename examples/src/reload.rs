@@ -12,6 +12,9 @@
 //!   clean" rule of git's index).
 //! - The content is hashed: a change of metadata alone (`touch`) reloads nothing.
 //! - A missing or unreadable file is reported once; the last good configuration stays.
+//! - The files the registry refers to (certificates and keys of `secrets:`) are watched the
+//!   same way: a change of one re-reads the whole registry, so a renewed certificate is
+//!   served within two intervals, and a missing one that appears is noticed.
 
 use std::fs::Metadata;
 use std::io;
@@ -26,7 +29,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long after a file's mtime its content is re-read on every poll (see the module docs).
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
-/// What identifies one version of the file without reading it.
+/// What identifies one version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
     modified: Option<SystemTime>,
@@ -46,7 +49,14 @@ impl Fingerprint {
         let (dev, ino) = (0, 0);
         Self { modified: meta.modified().ok(), len: meta.len(), dev, ino }
     }
+
+    fn of_path(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|m| Self::of(&m))
+    }
 }
+
+/// The fingerprints of the registry file and of every file it refers to (`None`: missing).
+type Fingerprints = Vec<Option<Fingerprint>>;
 
 /// What a poll found.
 #[derive(Debug)]
@@ -57,20 +67,23 @@ pub enum FileEvent {
     Unavailable(io::Error),
 }
 
-/// Follows one registry file: [`poll`](FileWatcher::poll) says when its content changed.
+/// Follows one registry file and the files it refers to (certificates and keys):
+/// [`poll`](FileWatcher::poll) says when their content changed.
 ///
 /// Synchronous and free of timers: the caller decides when to poll (see
-/// [`crate::sidecar::run_reloader`]).
+/// [`crate::sidecar::Controller::run`]).
 #[derive(Debug)]
 pub struct FileWatcher {
     path: PathBuf,
-    /// Metadata at the previous poll; `None` when missing.
-    seen: Option<Fingerprint>,
+    /// The files the last read of the registry referred to, resolved.
+    referenced: Vec<PathBuf>,
+    /// Metadata at the previous poll; `None` when the registry file was missing.
+    seen: Option<Fingerprints>,
     /// Metadata when the content was last read.
-    loaded: Option<Fingerprint>,
+    loaded: Option<Fingerprints>,
     /// When the content was last read (taken just before reading).
     read_at: SystemTime,
-    /// Content hash of the last read.
+    /// Content hash of the last read (the registry and the files it refers to).
     hash: Option<String>,
     /// Whether the current unavailability was reported.
     reported_unavailable: bool,
@@ -81,6 +94,7 @@ impl FileWatcher {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            referenced: Vec::new(),
             seen: None,
             loaded: None,
             read_at: SystemTime::UNIX_EPOCH,
@@ -94,19 +108,30 @@ impl FileWatcher {
         &self.path
     }
 
+    /// The files the registry referred to when it was last read (watched too).
+    pub fn referenced(&self) -> &[PathBuf] {
+        &self.referenced
+    }
+
     /// Reads and validates the file now, whatever its metadata (the start-up load).
     pub fn load(&mut self) -> Result<Registry, RegistryError> {
-        let fingerprint = std::fs::metadata(&self.path).ok().map(|m| Fingerprint::of(&m));
-        self.seen = fingerprint;
-        let (_, result) = self.read(fingerprint);
+        let (_, result) = self.read();
         result
     }
 
-    /// Checks the file once. Returns an event when its content changed (or it disappeared)
-    /// since the last event, `None` otherwise.
+    fn fingerprints(&self) -> io::Result<Fingerprints> {
+        let main = std::fs::metadata(&self.path)?;
+        let mut all = Vec::with_capacity(1 + self.referenced.len());
+        all.push(Some(Fingerprint::of(&main)));
+        all.extend(self.referenced.iter().map(|p| Fingerprint::of_path(p)));
+        Ok(all)
+    }
+
+    /// Checks the files once. Returns an event when their content changed (or the registry
+    /// file disappeared) since the last event, `None` otherwise.
     pub fn poll(&mut self) -> Option<FileEvent> {
-        let fingerprint = match std::fs::metadata(&self.path) {
-            Ok(meta) => Fingerprint::of(&meta),
+        let fingerprints = match self.fingerprints() {
+            Ok(fingerprints) => fingerprints,
             Err(err) => {
                 self.seen = None;
                 if self.reported_unavailable {
@@ -117,41 +142,56 @@ impl FileWatcher {
             }
         };
         self.reported_unavailable = false;
-        if self.seen != Some(fingerprint) {
+        if self.seen.as_ref() != Some(&fingerprints) {
             // Changed since the previous poll: wait one interval for the writer to finish.
-            self.seen = Some(fingerprint);
+            self.seen = Some(fingerprints);
             return None;
         }
-        if self.loaded == Some(fingerprint) && !self.racy(fingerprint) {
+        if self.loaded.as_ref() == Some(&fingerprints) && !self.racy(&fingerprints) {
             return None;
         }
-        match self.read(Some(fingerprint)) {
+        match self.read() {
             (true, result) => Some(FileEvent::Changed(result)),
             (false, _) => None,
         }
     }
 
     /// Whether a write in the same mtime tick as the last read could have gone unnoticed.
-    fn racy(&self, fingerprint: Fingerprint) -> bool {
-        fingerprint.modified.is_none_or(|m| m + RACY_WINDOW >= self.read_at)
+    fn racy(&self, fingerprints: &Fingerprints) -> bool {
+        fingerprints.iter().flatten().any(|f| f.modified.is_none_or(|m| m + RACY_WINDOW >= self.read_at))
     }
 
-    /// Reads the file; returns whether the content differs from the last read, and the result.
-    fn read(&mut self, fingerprint: Option<Fingerprint>) -> (bool, Result<Registry, RegistryError>) {
+    /// Reads the registry and the files it refers to; returns whether the content differs from
+    /// the last read, and the result.
+    fn read(&mut self) -> (bool, Result<Registry, RegistryError>) {
         self.read_at = SystemTime::now();
-        self.loaded = fingerprint;
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(source) => {
+                self.loaded = self.fingerprints().ok();
+                self.seen = self.loaded.clone();
                 // Report once; forgetting the hash makes the next readable content a change.
                 let changed = self.hash.take().is_some();
                 return (changed, Err(RegistryError::Read { path: self.path.clone(), source }));
             }
         };
-        let hash = xds_core::content_version(text.as_bytes());
+        let parsed = Registry::parse_tracked(&text, crate::registry::base_dir(&self.path));
+        let mut content = text.into_bytes();
+        for file in &parsed.files {
+            content.extend_from_slice(b"\n");
+            content.extend_from_slice(file.path.as_os_str().as_encoded_bytes());
+            content.extend_from_slice(b"\t");
+            content.extend_from_slice(file.content_hash.as_deref().unwrap_or("missing").as_bytes());
+        }
+        self.referenced = parsed.files.into_iter().map(|f| f.path).collect();
+        self.referenced.dedup();
+        // Taken after reading: a write in between is caught by the racy-window rule.
+        self.loaded = self.fingerprints().ok();
+        self.seen = self.loaded.clone();
+        let hash = xds_core::content_version(&content);
         let changed = self.hash.as_deref() != Some(hash.as_str());
         self.hash = Some(hash);
-        let result = Registry::parse(&text).map_err(|error| RegistryError::Invalid { path: self.path.clone(), error });
+        let result = parsed.result.map_err(|error| RegistryError::Invalid { path: self.path.clone(), error });
         (changed, result)
     }
 }
@@ -166,7 +206,7 @@ mod tests {
     fn names(event: Option<FileEvent>) -> Vec<String> {
         match event {
             Some(FileEvent::Changed(Ok(r))) => {
-                r.services.iter().map(|s| format!("{}={:?}", s.name, s.endpoints)).collect()
+                r.services.iter().map(|s| format!("{}={:?}", s.name, s.addresses().collect::<Vec<_>>())).collect()
             }
             other => panic!("expected a valid change, got {other:?}"),
         }
@@ -238,5 +278,35 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut w = FileWatcher::new(dir.path().join("absent.yaml"));
         assert!(matches!(w.load(), Err(RegistryError::Read { .. })));
+    }
+
+    /// The certificate files a registry names are watched too: one that appears, or changes,
+    /// reloads the registry.
+    #[test]
+    fn referenced_files_are_watched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.yaml");
+        std::fs::write(&path, "services: []\nsecrets:\n  - {name: ca, validation_context: {trusted_ca: ca.pem}}\n")
+            .expect("write");
+        let mut w = FileWatcher::new(&path);
+        let e = w.load().expect_err("ca.pem is missing");
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert_eq!(w.referenced(), [dir.path().join("ca.pem")]);
+        assert!(next_event(&mut w).is_none());
+
+        let pem = |body: &str| format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+        std::fs::write(dir.path().join("ca.pem"), pem("AAAA")).expect("write");
+        let pem_of = |event: Option<FileEvent>| match event {
+            Some(FileEvent::Changed(Ok(r))) => match &r.secrets[0].kind {
+                crate::registry::SecretKind::ValidationContext { trusted_ca } => trusted_ca.pem.clone(),
+                other => panic!("unexpected {other:?}"),
+            },
+            other => panic!("expected a valid change, got {other:?}"),
+        };
+        assert!(pem_of(next_event(&mut w)).contains("AAAA"));
+        assert!(next_event(&mut w).is_none(), "reported once");
+
+        std::fs::write(dir.path().join("ca.pem"), pem("BBBB")).expect("write"); // same length
+        assert!(pem_of(next_event(&mut w)).contains("BBBB"));
     }
 }

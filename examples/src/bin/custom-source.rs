@@ -40,7 +40,7 @@ impl Registry {
         let name = &service.name;
         self.set(type_url::LISTENER, resources::listener(name).encode_resource());
         self.set(type_url::ROUTE, resources::route_configuration(name).encode_resource());
-        self.set(type_url::CLUSTER, resources::cluster(name).encode_resource());
+        self.set(type_url::CLUSTER, resources::cluster(service).encode_resource());
         self.set(type_url::ENDPOINT, resources::load_assignment(service).encode_resource());
     }
 
@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = addr.parse().map_err(|e| format!("usage: custom-source [IP:PORT]: {addr:?}: {e}"))?;
 
     let backends: [SocketAddr; 2] = ["127.0.0.1:50051".parse()?, "127.0.0.1:50052".parse()?];
-    let service = |i: usize| Service { name: "myservice".into(), endpoints: vec![backends[i % 2]] };
+    let service = |i: usize| Service::new("myservice", [backends[i % 2]]);
     let registry = Arc::new(Registry::new());
     registry.publish(&service(0));
 

@@ -1,4 +1,4 @@
-//! `xds-sidecar`: serves a YAML service registry to proxyless gRPC clients over xDS.
+//! `xds-sidecar`: serves a YAML service registry to proxyless gRPC clients and Envoy over xDS.
 //!
 //! Run `xds-sidecar --help`; the logic lives in the `xds_examples` library.
 
@@ -21,6 +21,10 @@ async fn main() -> ExitCode {
             println!("{json:#}");
             Ok(())
         }
+        Some(Command::Bootstrap(BootstrapCommand::Envoy(args))) => {
+            print!("{}", bootstrap::envoy_bootstrap(&args.options()));
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,5 +41,6 @@ async fn serve(args: ServeArgs) -> Result<(), sidecar::Error> {
         Cli::command().error(ErrorKind::MissingRequiredArgument, "--config FILE is required to serve").exit()
     };
     sidecar::init_logging(&args.log_level, args.log_format)?;
-    sidecar::serve(&config, args.xds_addr, sidecar::shutdown_signal()).await
+    let options = sidecar::Options { health_checks: !args.no_health_checks, ..sidecar::Options::default() };
+    sidecar::serve_with(&config, args.xds_addr, options, sidecar::shutdown_signal()).await
 }

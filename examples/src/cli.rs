@@ -10,6 +10,8 @@ use crate::bootstrap::{self, HostPort};
 
 /// The default address of the xDS server.
 pub const DEFAULT_XDS_ADDR: &str = "127.0.0.1:18000";
+/// Where the admin HTTP listener serves by default.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:19000";
 
 const ABOUT: &str = "Serve a YAML service registry to proxyless gRPC clients over xDS";
 
@@ -128,6 +130,50 @@ pub struct ServeArgs {
     /// Overrides every service's `health_check` (benchmarks use it).
     #[arg(long)]
     pub no_health_checks: bool,
+
+    /// Address of the admin HTTP listener.
+    ///
+    /// It serves /healthz, /ready (200 once a valid registry is published), /config_dump (every
+    /// resource as proto3 JSON with @type), /clients (each connected node: streams, versions
+    /// sent and ACKed, last NACK with its error) and /metrics (Prometheus text format).
+    #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
+
+    /// Do not start the admin HTTP listener.
+    #[arg(long)]
+    pub no_admin: bool,
+
+    /// Serve xDS over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA bundle (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// With mutual TLS, let a client certificate identity claim matching node ids:
+    /// IDENTITY=NODE_PATTERN, e.g. spiffe://mesh/ns/prod/sa/frontend=frontend-* (repeatable).
+    ///
+    /// IDENTITY is a URI or DNS subject alternative name of the client certificate; NODE_PATTERN
+    /// a node id, or a prefix ending in `*`. Once any binding is given, a client whose identity
+    /// may not claim its node.id is refused with PERMISSION_DENIED, and since secrets are
+    /// served per node (`secrets[].nodes` in the registry), no client can obtain another
+    /// node's secrets.
+    #[arg(long, value_name = "IDENTITY=NODE_PATTERN", value_parser = parse_binding, requires = "tls_client_ca")]
+    pub bind_identity: Vec<(String, String)>,
+}
+
+fn parse_binding(text: &str) -> Result<(String, String), String> {
+    match text.rsplit_once('=') {
+        Some((identity, nodes)) if !identity.is_empty() && !nodes.is_empty() => {
+            Ok((identity.to_string(), nodes.to_string()))
+        }
+        _ => Err(format!("expected IDENTITY=NODE_PATTERN, got {text:?}")),
+    }
 }
 
 /// Options of `check`.

@@ -27,4 +27,5 @@ pub mod health;
 pub mod registry;
 pub mod reload;
 pub mod resources;
+pub mod secrets;
 pub mod sidecar;

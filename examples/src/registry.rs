@@ -343,6 +343,8 @@ pub struct ListenerTls {
 pub struct Secret {
     /// The Secret name.
     pub name: String,
+    /// The node ids (exact, or prefixes ending in `*`) that may receive it; `None`: every node.
+    pub nodes: Option<Vec<String>>,
     /// What it holds.
     pub kind: SecretKind,
 }
@@ -697,6 +699,8 @@ struct RawListenerTls {
 #[serde(deny_unknown_fields)]
 struct RawSecret {
     name: String,
+    #[serde(default)]
+    nodes: Option<Vec<String>>,
     tls_certificate: Option<RawTlsCertificate>,
     validation_context: Option<RawValidationContext>,
 }
@@ -815,7 +819,15 @@ impl Validator<'_> {
                 },
                 _ => return invalid(path, "a secret needs exactly one of `tls_certificate` and `validation_context`"),
             };
-            secrets.push(Secret { name, kind });
+            if let Some(nodes) = &s.nodes {
+                if let Some(i) = nodes.iter().position(|n| n.is_empty() || n.chars().any(char::is_whitespace)) {
+                    return invalid(
+                        path.key("nodes").index(i),
+                        "a node id pattern is a node id, or a prefix ending in `*`, without spaces",
+                    );
+                }
+            }
+            secrets.push(Secret { name, nodes: s.nodes, kind });
         }
 
         let mut listeners: Vec<Listener> = Vec::with_capacity(raw.listeners.len());

@@ -8,19 +8,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
-use xds_cache::{Snapshot, SnapshotCache};
+use xds_cache::{Snapshot, SnapshotCache, TypeRouter};
 use xds_core::envoy::config::core::v3::HealthStatus;
 use xds_core::{type_url, SingleGroup, XdsResource};
-use xds_server::XdsServer;
+use xds_server::admin::{self, Admin};
+use xds_server::{IdentityBinding, XdsServer};
 
 use crate::cli::LogFormat;
 use crate::health::HealthMonitor;
 use crate::registry::{format_duration, HealthCheckKind, Registry, RegistryError, RouteTarget, SecretKind};
 use crate::reload::{FileEvent, FileWatcher, DEFAULT_POLL_INTERVAL};
 use crate::resources;
+use crate::secrets::SecretSource;
 
 /// The one node group: every client gets the same configuration, whatever its node id.
 pub const GROUP: &str = "";
@@ -46,6 +50,15 @@ pub enum Error {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file named on the command line cannot be read.
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
         /// The cause.
         #[source]
         source: std::io::Error,
@@ -100,18 +113,32 @@ pub fn new_cache() -> Arc<SnapshotCache> {
 }
 
 /// How the sidecar serves, besides its registry file and address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Whether endpoints are health checked (`--no-health-checks` turns it off).
     pub health_checks: bool,
     /// How often the registry file (and the files it names) are checked for changes.
     pub poll_interval: Duration,
+    /// Where the admin HTTP listener serves `/healthz`, `/ready`, `/config_dump`, `/clients` and
+    /// `/metrics`; `None` turns it off.
+    pub admin_addr: Option<SocketAddr>,
+    /// TLS (and with a client CA, mutual TLS) on the xDS port.
+    pub tls: Option<xds_server::TlsConfig>,
+    /// `(identity, node id pattern)` pairs: with mutual TLS, the node ids each client
+    /// certificate identity may claim. Empty: node ids are not checked.
+    pub identity_bindings: Vec<(String, String)>,
 }
 
 /// Health checks on, the registry polled every [`DEFAULT_POLL_INTERVAL`].
 impl Default for Options {
     fn default() -> Self {
-        Self { health_checks: true, poll_interval: DEFAULT_POLL_INTERVAL }
+        Self {
+            health_checks: true,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            admin_addr: None,
+            tls: None,
+            identity_bindings: Vec::new(),
+        }
     }
 }
 
@@ -127,6 +154,8 @@ const HEALTH_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Controller {
     cache: Arc<SnapshotCache>,
+    secrets: Arc<SecretSource>,
+    reload_errors: Counter,
     path: PathBuf,
     registry: Option<Registry>,
     health: HealthMonitor,
@@ -140,11 +169,23 @@ impl Controller {
     pub fn new(cache: Arc<SnapshotCache>, path: &Path, health_checks: bool, cancel: &CancellationToken) -> Self {
         Self {
             cache,
+            secrets: Arc::new(SecretSource::default()),
+            reload_errors: Counter::default(),
             path: path.to_owned(),
             registry: None,
             health: HealthMonitor::new(health_checks, cancel),
             panicking: BTreeSet::new(),
         }
+    }
+
+    /// The per-node SDS source this controller publishes secrets to.
+    pub fn secrets(&self) -> Arc<SecretSource> {
+        self.secrets.clone()
+    }
+
+    /// Counts rejected registry files (a metric).
+    pub fn reload_errors(&self) -> Counter {
+        self.reload_errors.clone()
     }
 
     /// The registry being served, once one was applied.
@@ -181,6 +222,7 @@ impl Controller {
         let sync = self.health.sync(&registry);
         let versions = versions(&snapshot);
         self.cache.set_snapshot(GROUP, snapshot);
+        self.secrets.publish(&registry);
         let (services, endpoints, resources) =
             (registry.services.len(), registry.endpoint_count(), resources::resource_count(&registry));
         let file = self.path.display();
@@ -299,10 +341,12 @@ impl Controller {
             None => {}
             Some(FileEvent::Changed(Ok(registry))) => {
                 if let Err(err) = self.apply(registry) {
+                    self.reload_errors.inc();
                     error!(error = %report(&err), "rejected registry file; still serving the last good configuration");
                 }
             }
             Some(FileEvent::Changed(Err(err))) => {
+                self.reload_errors.inc();
                 error!(error = %report(&err), "rejected registry file; still serving the last good configuration")
             }
             Some(FileEvent::Unavailable(err)) => warn!(
@@ -422,15 +466,61 @@ pub async fn serve_with(
          or `xds-sidecar bootstrap envoy --xds-addr {local}`"
     );
 
+    let mut metrics = MetricsRegistry::default();
+    metrics.register(
+        "xds_sidecar_registry_reload_errors",
+        "Registry files rejected (parse, validation or consistency errors)",
+        controller.reload_errors(),
+    );
+    let source = TypeRouter::new().route(type_url::SECRET, controller.secrets()).default_source(cache.clone());
+    let mut builder = XdsServer::builder().metrics(&mut metrics);
+    if let Some(tls) = options.tls {
+        builder = builder.tls(tls);
+    }
+    if !options.identity_bindings.is_empty() {
+        let binding = options
+            .identity_bindings
+            .iter()
+            .fold(IdentityBinding::new(), |b, (identity, nodes)| b.bind(identity.clone(), [nodes.clone()]));
+        builder = builder.authorize_nodes(binding);
+    }
+    let server = builder.build(source);
+    let admin_task = match options.admin_addr {
+        Some(admin_addr) => {
+            let admin_listener =
+                TcpListener::bind(admin_addr).await.map_err(|source| Error::Bind { addr: admin_addr, source })?;
+            let dump_cache = cache.clone();
+            let admin = Admin::new(server.clients())
+                .metrics(Arc::new(parking_lot::Mutex::new(metrics)))
+                .config_dump(move || admin::snapshot_cache_dump(&dump_cache));
+            // The first registry is valid and published (an invalid one stops start-up above).
+            admin.set_ready(true);
+            info!(addr = %admin_listener.local_addr().unwrap_or(admin_addr), "admin listener: /healthz /ready /config_dump /clients /metrics");
+            let stop = cancel.clone();
+            Some(tokio::spawn(async move {
+                let served = axum::serve(admin_listener, admin::router(admin))
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(err) = served {
+                    error!(error = %err, "the admin listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
+
     let task = tokio::spawn(
         controller
             .run(watcher, options.poll_interval, cancel.clone())
             .instrument(tracing::info_span!("registry", file = %config.display())),
     );
-    let served = XdsServer::builder().build(cache).serve_with_listener(listener, shutdown).await;
+    let served = server.serve_with_listener(listener, shutdown).await;
     cancel.cancel();
     if let Err(err) = task.await {
         error!(error = %err, "the registry watcher task failed");
+    }
+    if let Some(admin_task) = admin_task {
+        let _ = admin_task.await;
     }
     served.map_err(Error::Server)
 }

@@ -41,6 +41,24 @@ async fn serve(args: ServeArgs) -> Result<(), sidecar::Error> {
         Cli::command().error(ErrorKind::MissingRequiredArgument, "--config FILE is required to serve").exit()
     };
     sidecar::init_logging(&args.log_level, args.log_format)?;
-    let options = sidecar::Options { health_checks: !args.no_health_checks, ..sidecar::Options::default() };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| sidecar::Error::ReadFile { path: path.clone(), source })
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(xds_server::TlsConfig {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: args.tls_client_ca.as_ref().map(read).transpose()?,
+            client_auth_optional: false,
+        }),
+        _ => None,
+    };
+    let options = sidecar::Options {
+        health_checks: !args.no_health_checks,
+        admin_addr: (!args.no_admin).then_some(args.admin_addr),
+        tls,
+        identity_bindings: args.bind_identity,
+        ..sidecar::Options::default()
+    };
     sidecar::serve_with(&config, args.xds_addr, options, sidecar::shutdown_signal()).await
 }

@@ -13,7 +13,9 @@ Then checks, every wait bounded:
    traffic to the new endpoint set;
 3. editing the file in place (truncate and rewrite, as many editors do) does too;
 4. an invalid registry (unknown field) is rejected: RPCs keep reaching the last good
-   endpoints.
+   endpoints;
+5. with the sidecar's gRPC health checks on, a backend whose checks fail stops receiving RPCs
+   and receives them again once it recovers.
 
 Prints one progress line per step. Exits 0 on success; on failure prints why, the sidecar's
 log and exits 1. Debug the client with GRPC_VERBOSITY=debug
@@ -34,6 +36,12 @@ from concurrent import futures
 
 SERVICE = "myservice"
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
+# The gRPC health service name the sidecar checks in step 5 (the client's calls use "").
+HEALTH_SERVICE = "xds-sidecar-check"
+HEALTH_CHECK_LINE = (
+    f"health_check: {{kind: grpc, service_name: {HEALTH_SERVICE}, interval: 100ms, timeout: 100ms, "
+    "unhealthy_threshold: 2, healthy_threshold: 2}"
+)
 # Bounds of every wait, in seconds.
 SIDECAR_START_TIMEOUT = 20.0
 FIRST_ROUND_ROBIN_TIMEOUT = 30.0
@@ -110,7 +118,9 @@ class Backend:
 
         class Counter(grpc.ServerInterceptor):
             def intercept_service(self, continuation, handler_call_details):
-                if handler_call_details.method == CHECK_METHOD:
+                # Count the client's RPCs only, not the sidecar's own health checks.
+                agent = dict(handler_call_details.invocation_metadata or ()).get("user-agent", "")
+                if handler_call_details.method == CHECK_METHOD and "grpc-python" in agent:
                     with backend._lock:
                         backend._calls += 1
                 return continuation(handler_call_details)
@@ -118,6 +128,8 @@ class Backend:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[Counter()])
         servicer = health.HealthServicer()
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        servicer.set(HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self.health = servicer
         health_pb2_grpc.add_HealthServicer_to_server(servicer, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         if not self.port:
@@ -131,6 +143,11 @@ class Backend:
     def calls(self):
         with self._lock:
             return self._calls
+
+    def set_serving(self, serving):
+        """What the backend answers to the sidecar's health checks (service HEALTH_SERVICE)."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set(HEALTH_SERVICE, status)
 
     def stop(self):
         self.server.stop(grace=None)
@@ -350,6 +367,14 @@ def run(binary, workdir):
                 f"calls per backend {delta}, {len(errors)} errors {sorted(set(errors))[:3]}"
             )
         log(f"step 4: last good endpoints kept for {INVALID_EDIT_OBSERVE:.0f} s, calls per backend {delta}")
+
+        log(f"step 5: gRPC health checks by the sidecar; {b3.label} fails its checks, then recovers")
+        replace_file(registry, registry_yaml([b2.address, b3.address], extra_service_line=HEALTH_CHECK_LINE))
+        wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, "health-checked service")
+        b3.set_serving(False)
+        wait_for_traffic(client, sidecar, backends, [b2], [b1, b3], UPDATE_TIMEOUT, f"{b3.label} failing its checks")
+        b3.set_serving(True)
+        wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, f"{b3.label} recovered")
         sidecar.check_alive()
     except BaseException:
         print_sidecar_log(sidecar)

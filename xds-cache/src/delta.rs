@@ -42,6 +42,7 @@ use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, ResourceSet};
 
+use crate::ack::{ready_in_order, AckState};
 use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
 use crate::Error;
 
@@ -98,10 +99,8 @@ struct TypeState {
     latest: Option<Arc<ResourceSet>>,
     waiting: bool,
     dirty: bool,
-    nonce: Option<Arc<str>>,
-    sent_version: Option<Arc<str>>,
-    acked_version: Option<Arc<str>>,
-    nack: Option<Nack>,
+    /// Nonce, sent and ACKed versions, last NACK.
+    ack: AckState,
 }
 
 /// The delta state of one stream (ADS or per-type).
@@ -136,24 +135,8 @@ impl DeltaStream {
         let new_type = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
 
-        // Rule 12: the nonce correlates ACK/NACK only.
-        let kind = match (&state.nonce, req.response_nonce.as_str()) {
-            (_, "") | (None, _) => RequestKind::Initial,
-            (Some(latest), nonce) if &**latest != nonce => RequestKind::Stale,
-            (Some(nonce), _) => match &req.error_detail {
-                Some(status) => {
-                    let detail = status.message.clone();
-                    let rejected_version = state.sent_version.clone().unwrap_or_default();
-                    state.nack = Some(Nack { rejected_version, nonce: nonce.clone(), detail: detail.clone() });
-                    RequestKind::Nack { detail }
-                }
-                None => {
-                    state.acked_version = state.sent_version.clone();
-                    state.nack = None;
-                    RequestKind::Ack
-                }
-            },
-        };
+        // Rule 12: the nonce correlates ACK/NACK only; subscription changes apply regardless.
+        let kind = state.ack.classify(&req.response_nonce, req.error_detail.as_ref(), None);
         if matches!(kind, RequestKind::Ack | RequestKind::Nack { .. }) {
             state.waiting = true;
             state.dirty = true;
@@ -254,8 +237,7 @@ impl DeltaStream {
 
     /// The next response to send, if any; types in make-before-break order.
     pub fn next_response(&mut self) -> Option<DeltaResponse> {
-        let mut order: Vec<Arc<str>> = self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
-        order.sort_by_key(|t| type_url::order(t));
+        let order = ready_in_order(&self.types, TypeState::ready);
         for (i, t) in order.iter().enumerate() {
             // Rule 19: removals of clusters and endpoints wait until the types after them
             // (listeners, routes) that have something to send were answered.
@@ -285,8 +267,7 @@ impl DeltaStream {
             state.deferred_removals = deferred;
             state.heartbeat_due = false;
             state.waiting = false;
-            state.nonce = Some(nonce.clone());
-            state.sent_version = Some(latest.version_arc().clone());
+            state.ack.sent(nonce.clone(), latest.version_arc().clone());
             // Rule 19: an updated cluster warms until it hears about its endpoints. Envoy asks
             // again for them; answering the same names unasked covers clients that do not
             // (the common case where the EDS service name is the cluster name).
@@ -316,17 +297,17 @@ impl DeltaStream {
 
     /// The system version of the last response the client ACKed for a type.
     pub fn acked_version(&self, type_url: &str) -> Option<&str> {
-        self.types.get(type_url)?.acked_version.as_deref()
+        self.types.get(type_url)?.ack.acked_version.as_deref()
     }
 
     /// The system version last sent for a type.
     pub fn sent_version(&self, type_url: &str) -> Option<&str> {
-        self.types.get(type_url)?.sent_version.as_deref()
+        self.types.get(type_url)?.ack.sent_version.as_deref()
     }
 
     /// The last NACK of a type, until the next ACK.
     pub fn last_nack(&self, type_url: &str) -> Option<&Nack> {
-        self.types.get(type_url)?.nack.as_ref()
+        self.types.get(type_url)?.ack.nack.as_ref()
     }
 
     /// Whether the type is subscribed by wildcard.

@@ -29,6 +29,7 @@
 //! assert!(stream.next_response().is_none()); // one response per request
 //! ```
 
+mod ack;
 mod cache;
 mod consistency;
 mod delta;

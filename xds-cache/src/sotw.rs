@@ -39,6 +39,7 @@ use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::{type_url, EncodedResource, ResourceSet};
 
+use crate::ack::{ready_in_order, AckState};
 use crate::Error;
 
 /// The wildcard resource name.
@@ -126,11 +127,9 @@ struct TypeState {
     /// Answer the next request even if unchanged: the parent type (CDS for EDS, LDS for RDS)
     /// was just updated and the client is warming (rule 19).
     force: bool,
-    /// Latest nonce sent for this type.
-    nonce: Option<Arc<str>>,
+    /// Nonce, sent and ACKed versions, last NACK.
+    ack: AckState,
     sent: Option<Sent>,
-    acked_version: Option<Arc<str>>,
-    nack: Option<Nack>,
 }
 
 /// What was last sent for a type: enough to tell whether new resources differ.
@@ -183,27 +182,11 @@ impl SotwStream {
         let new_type = !self.types.contains_key(&type_url);
         let state = self.types.entry(type_url.clone()).or_default();
 
-        // Rule 5: a nonce other than the latest one of this type is stale.
-        let kind = match (&state.nonce, req.response_nonce.as_str()) {
-            (_, "") | (None, _) => RequestKind::Initial,
-            (Some(latest), nonce) if &**latest != nonce => {
-                return Ok(RequestInfo { type_url, kind: RequestKind::Stale, new_type });
-            }
-            (Some(nonce), _) => match &req.error_detail {
-                // Rule 3: a NACK is known by its error_detail.
-                Some(status) => {
-                    let detail = status.message.clone();
-                    let rejected_version = state.sent.as_ref().map(|s| s.set_version.clone()).unwrap_or_default();
-                    state.nack = Some(Nack { rejected_version, nonce: nonce.clone(), detail: detail.clone() });
-                    RequestKind::Nack { detail }
-                }
-                None => {
-                    state.acked_version = Some(req.version_info.as_str().into());
-                    state.nack = None;
-                    RequestKind::Ack
-                }
-            },
-        };
+        // Rules 2, 3, 5: ACK, NACK (by error_detail) or stale (not the latest nonce).
+        let kind = state.ack.classify(&req.response_nonce, req.error_detail.as_ref(), Some(&req.version_info));
+        if kind == RequestKind::Stale {
+            return Ok(RequestInfo { type_url, kind, new_type });
+        }
 
         // Rule 7: wildcard and subscriptions.
         let legacy = type_url::lookup(&type_url).is_some_and(|t| t.legacy_wildcard);
@@ -242,9 +225,7 @@ impl SotwStream {
     /// make-before-break order. Call it until it returns `None` whenever the transport can take
     /// a response.
     pub fn next_response(&mut self) -> Option<SotwResponse> {
-        let mut order: Vec<Arc<str>> = self.types.iter().filter(|(_, s)| s.ready()).map(|(t, _)| t.clone()).collect();
-        order.sort_by_key(|t| type_url::order(t));
-        for t in order {
+        for t in ready_in_order(&self.types, TypeState::ready) {
             let state = self.types.get_mut(&t)?;
             state.dirty = false;
             let heartbeat = state.heartbeat_due;
@@ -264,7 +245,7 @@ impl SotwStream {
                 },
                 wildcard: state.wildcard,
             });
-            state.nonce = Some(nonce.clone());
+            state.ack.sent(nonce.clone(), set.version_arc().clone());
             state.waiting = false;
             state.force = false;
             state.new_names.clear();
@@ -315,7 +296,7 @@ impl SotwStream {
 
     /// The client's last ACKed version of a type.
     pub fn acked_version(&self, type_url: &str) -> Option<&str> {
-        self.types.get(type_url)?.acked_version.as_deref()
+        self.types.get(type_url)?.ack.acked_version.as_deref()
     }
 
     /// The version last sent for a type.
@@ -325,7 +306,7 @@ impl SotwStream {
 
     /// The last NACK of a type, until the next ACK.
     pub fn last_nack(&self, type_url: &str) -> Option<&Nack> {
-        self.types.get(type_url)?.nack.as_ref()
+        self.types.get(type_url)?.ack.nack.as_ref()
     }
 
     /// Whether the type is subscribed by wildcard.

@@ -114,6 +114,9 @@ struct TypeState {
     /// Explicit names have been requested at least once (ends the legacy wildcard).
     explicit_seen: bool,
     names: BTreeSet<Arc<str>>,
+    /// Explicit names were unsubscribed since the last response (a full-state type answers
+    /// with what remains).
+    narrowed: bool,
     /// Names subscribed since the last response; they must be answered.
     new_names: BTreeSet<Arc<str>>,
     /// The latest resources from the source (`None`: nothing published yet).
@@ -135,10 +138,9 @@ struct TypeState {
 /// What was last sent for a type: enough to tell whether new resources differ.
 #[derive(Debug)]
 struct Sent {
-    set_version: Arc<str>,
-    /// `(name, version)` of each sent resource for explicit subscriptions; empty for wildcard
-    /// (the set version says it all, and a wildcard stream should not hold a copy of the index).
-    resources: Vec<(Arc<str>, Arc<str>)>,
+    /// The set the response was built from: shared with the source, never copied, so a stream
+    /// costs a pointer here whatever the number of resources.
+    set: Arc<ResourceSet>,
     wildcard: bool,
 }
 
@@ -207,6 +209,7 @@ impl SotwStream {
             state.sent = None;
         }
         state.new_names.retain(|n| explicit.contains(n));
+        state.narrowed |= state.names.iter().any(|n| !explicit.contains(n));
         state.names = explicit;
         state.waiting = true;
         state.dirty = true;
@@ -236,15 +239,8 @@ impl SotwStream {
             let set = set.clone();
             let nonce: Arc<str> = self.next_nonce.to_string().into();
             self.next_nonce += 1;
-            state.sent = Some(Sent {
-                set_version: set.version_arc().clone(),
-                resources: if state.wildcard {
-                    Vec::new()
-                } else {
-                    resources.iter().map(|r| (r.name_arc().clone(), r.version_arc().clone())).collect()
-                },
-                wildcard: state.wildcard,
-            });
+            state.sent = Some(Sent { set: set.clone(), wildcard: state.wildcard });
+            state.narrowed = false;
             state.ack.sent(nonce.clone(), set.version_arc().clone());
             state.waiting = false;
             state.force = false;
@@ -301,7 +297,7 @@ impl SotwStream {
 
     /// The version last sent for a type.
     pub fn sent_version(&self, type_url: &str) -> Option<&str> {
-        self.types.get(type_url)?.sent.as_ref().map(|s| &*s.set_version)
+        self.types.get(type_url)?.sent.as_ref().map(|s| s.set.version())
     }
 
     /// The last NACK of a type, until the next ACK.
@@ -369,7 +365,7 @@ impl TypeState {
         }
         let set = self.latest.as_ref()?;
         let full_state = self.wildcard || type_url::lookup(set.type_url()).is_some_and(|t| t.full_state);
-        let unchanged_wildcard = |sent: &Sent| self.wildcard && sent.wildcard && sent.set_version == *set.version_arc();
+        let unchanged_wildcard = |sent: &Sent| self.wildcard && sent.wildcard && sent.set.version() == set.version();
         if let (Some(sent), true, false) = (&self.sent, self.new_names.is_empty() && !self.force, heartbeat) {
             if unchanged_wildcard(sent) {
                 return None;
@@ -388,12 +384,11 @@ impl TypeState {
                 let changed = if self.wildcard || sent.wildcard {
                     !unchanged_wildcard(sent)
                 } else {
-                    sent.resources.len() != resources.len()
-                        || sent
-                            .resources
-                            .iter()
-                            .zip(&resources)
-                            .any(|((n, v), r)| n != r.name_arc() || v != r.version_arc())
+                    self.narrowed
+                        || (sent.set.version() != set.version()
+                            && self.names.iter().any(|n| {
+                                sent.set.get(n).map(|r| r.version_arc()) != set.get(n).map(|r| r.version_arc())
+                            }))
                 };
                 let answer = changed
                     || new_present

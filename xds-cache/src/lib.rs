@@ -44,4 +44,4 @@ pub use delta::{DeltaResource, DeltaResponse, DeltaStream};
 pub use error::Error;
 pub use router::TypeRouter;
 pub use snapshot::{Snapshot, SnapshotBuilder};
-pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, WILDCARD};
+pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, SOTW_TTL_FEATURES, WILDCARD};

@@ -192,25 +192,32 @@ impl SotwStream {
 
         // Rule 7: wildcard and subscriptions.
         let legacy = type_url::lookup(&type_url).is_some_and(|t| t.legacy_wildcard);
-        let explicit: BTreeSet<Arc<str>> =
-            req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
         let star = req.resource_names.iter().any(|n| n == WILDCARD);
         // Any name, `*` included, ends the legacy wildcard for the rest of the stream.
         state.explicit_seen |= !req.resource_names.is_empty();
         state.wildcard = star || (legacy && !state.explicit_seen && req.resource_names.is_empty());
-        // Rule 10: names not subscribed before must be answered. On the first request of a
-        // type every name is new (a reconnecting client must hear back even if unchanged).
-        for name in explicit.difference(&state.names) {
-            state.new_names.insert(name.clone());
-        }
         if kind == RequestKind::Initial {
-            state.new_names.extend(explicit.iter().cloned());
-            // A fresh request (new stream or re-sent without nonce) must be answered.
+            // Rule 10: on a fresh request every name is new (a reconnecting client must hear
+            // back even if unchanged), and it must be answered.
+            state.names.clear();
             state.sent = None;
         }
-        state.new_names.retain(|n| explicit.contains(n));
-        state.narrowed |= state.names.iter().any(|n| !explicit.contains(n));
-        state.names = explicit;
+        // The common request is an ACK repeating the subscription: recognised without building
+        // a new set of names.
+        let requested: std::collections::HashSet<&str> =
+            req.resource_names.iter().map(String::as_str).filter(|n| *n != WILDCARD).collect();
+        let same = requested.len() == state.names.len() && state.names.iter().all(|n| requested.contains(&**n));
+        if !same {
+            let explicit: BTreeSet<Arc<str>> =
+                req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
+            // Rule 10: names not subscribed before must be answered.
+            for name in explicit.difference(&state.names) {
+                state.new_names.insert(name.clone());
+            }
+            state.new_names.retain(|n| explicit.contains(n));
+            state.narrowed |= state.names.iter().any(|n| !explicit.contains(n));
+            state.names = explicit;
+        }
         state.waiting = true;
         state.dirty = true;
         Ok(RequestInfo { type_url, kind, new_type })
@@ -626,6 +633,18 @@ mod tests {
         assert_eq!(names(&r3), ["a"]);
         s.on_request(&req(EDS, &["a", "b"], &r3.version, &r3.nonce)).expect("re-add b");
         assert_eq!(names(&s.next_response().expect("re-subscribed b answered")), ["a", "b"]);
+    }
+
+    #[test]
+    fn duplicate_names_in_a_request_do_not_hide_a_narrowed_subscription() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &["a", "b"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1)])));
+        let r1 = s.next_response().expect("a, b");
+        // Same count of names as subscribed, but only `a`: b is unsubscribed.
+        s.on_request(&req(EDS, &["a", "a"], &r1.version, &r1.nonce)).expect("narrow");
+        assert_eq!(s.subscribed(EDS).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(names(&s.next_response().expect("narrowed")), ["a"]);
     }
 
     #[test]

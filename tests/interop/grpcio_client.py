@@ -35,6 +35,7 @@ import time
 from concurrent import futures
 
 SERVICE = "myservice"
+NODE_ID = "interop-test"
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
 # The gRPC health service name the sidecar checks in step 5 (the client's calls use "").
 HEALTH_SERVICE = "xds-sidecar-check"
@@ -82,7 +83,7 @@ def bootstrap_json(xds_port):
                     "server_features": ["xds_v3"],
                 }
             ],
-            "node": {"id": "interop-test", "locality": {"zone": "z"}},
+            "node": {"id": NODE_ID, "locality": {"zone": "z"}},
         }
     )
 
@@ -193,12 +194,15 @@ class Sidecar:
         """Starts on a free port (retrying if another process took it first)."""
         for attempt in range(1, attempts + 1):
             self.port = free_port()
+            self.admin_port = free_port()
             args = [
                 self.binary,
                 "--config",
                 self.config,
                 "--xds-addr",
                 f"127.0.0.1:{self.port}",
+                "--admin-addr",
+                f"127.0.0.1:{self.admin_port}",
                 "--log-level",
                 # Every xDS request and response and every reload, without HTTP/2 frames.
                 "info,xds_server=debug,xds_cache=debug,xds_examples=debug",
@@ -231,6 +235,13 @@ class Sidecar:
             except OSError:
                 time.sleep(0.1)
         return False
+
+    def admin_json(self, path):
+        """GET a JSON admin page of the sidecar."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return json.loads(r.read())
 
     def log_text(self):
         try:
@@ -337,6 +348,19 @@ def run(binary, workdir):
         if errors or spread[b1.label] < 5 or spread[b2.label] < 5 or spread[b3.label]:
             raise TestFailure(f"20 calls were not balanced round robin: calls per backend {spread}, errors {errors[:3]}")
         log(f"step 1: 20 calls balanced {spread}")
+        clients = sidecar.admin_json("/clients")["clients"]
+        ours = [c for c in clients if c["node_id"] == NODE_ID]
+        if not ours:
+            raise TestFailure(f"/clients does not list node {NODE_ID}: {clients}")
+        held = {}
+        for stream in ours[0]["streams"]:
+            for t in stream["types"].values():
+                held[t["type"]] = (t["last_sent_version"], t["last_acked_version"], t["last_nack"])
+        for short in ("LDS", "RDS", "CDS", "EDS"):
+            sent, acked, nack = held.get(short, (None, None, None))
+            if not sent or sent != acked or nack:
+                raise TestFailure(f"/clients: {short} of {NODE_ID} should be ACKed at the version sent: {held}")
+        log(f"step 1: the sidecar's /clients shows the client holding what it was sent: {sorted(held)}")
 
         log(f"step 2: registry replaced by rename: {b2.label} -> {b3.label}")
         replace_file(registry, registry_yaml([b1.address, b3.address]))

@@ -1,6 +1,24 @@
-//! Shared fixtures of the benchmarks: resource sets shaped like real meshes.
+//! # xds-benches
+//!
+//! Benchmarks of the xDS library and the pieces of its load generator:
+//!
+//! - fixtures of the criterion benchmarks ([`cla`], [`endpoint_set`]);
+//! - [`scenario`]: the configuration a load run serves (clusters, endpoints, one listener, one
+//!   route configuration) and its numbered updates;
+//! - [`serve`]: that scenario served by an [`XdsServer`](xds_server::XdsServer), in-process or
+//!   in the `xds-load-server` binary;
+//! - [`load`]: the `xds-load` generator (simulated Envoys over HTTP/2, SotW or delta ADS) and
+//!   its report;
+//! - [`procfs`]: CPU time and memory of a process from `/proc`.
+//!
+//! See `benches/README.md` for the scenarios, the commands and the figures measured.
 
 use std::sync::Arc;
+
+pub mod load;
+pub mod procfs;
+pub mod scenario;
+pub mod serve;
 
 use xds_core::envoy::config::core::v3::{address, socket_address::PortSpecifier, Address, SocketAddress};
 use xds_core::envoy::config::endpoint::v3::{

@@ -1,0 +1,79 @@
+//! `xds-load-server`: serves a load scenario and applies updates on command, so that its CPU
+//! time and memory can be measured apart from the load generator.
+//!
+//! Line protocol: it prints `listening ADDR` once serving; then, per line on standard input,
+//! `all` (change every endpoint of every cluster) or `one` (change one endpoint of one cluster)
+//! answered by `updated GENERATION CLUSTER|-` once published; `quit` or the end of input stops it.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use xds_benches::load::raise_fd_limit;
+use xds_benches::scenario::{cluster_name, Scenario, UpdateKind};
+use xds_benches::serve::LoadServer;
+
+/// Serves an xDS load scenario.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Clusters.
+    #[arg(long, default_value_t = 100)]
+    clusters: usize,
+    /// Endpoints per cluster.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// Listen address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+}
+
+async fn serve(cli: Cli) -> Result<(), String> {
+    if !cli.addr.ip().is_loopback() {
+        return Err(format!("{}: only loopback addresses are allowed", cli.addr));
+    }
+    raise_fd_limit();
+    let mut server = LoadServer::start(cli.addr, Scenario::new(cli.clusters, cli.endpoints))
+        .await
+        .map_err(|e| format!("listen on {}: {e}", cli.addr))?;
+    let mut out = tokio::io::stdout();
+    let say = |line: String| format!("{line}\n").into_bytes();
+    out.write_all(&say(format!("listening {}", server.addr))).await.map_err(|e| e.to_string())?;
+    out.flush().await.map_err(|e| e.to_string())?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let kind = match line.trim() {
+            "all" => UpdateKind::All,
+            "one" => UpdateKind::One,
+            "quit" => break,
+            other => {
+                eprintln!("xds-load-server: unknown command {other:?} (all, one, quit)");
+                continue;
+            }
+        };
+        let (generation, cluster) = server.update(kind);
+        let cluster = cluster.map_or_else(|| "-".to_string(), cluster_name);
+        out.write_all(&say(format!("updated {generation} {cluster}"))).await.map_err(|e| e.to_string())?;
+        out.flush().await.map_err(|e| e.to_string())?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xds-load-server: runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xds-load-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -211,7 +211,9 @@ async fn on_request<P: Protocol>(
     let info = &ctx.info;
     let node_id = info.node.as_ref().map_or("", |n| n.id.as_str());
     let short = type_url::short_name(&applied.type_url);
-    let (version, nonce, names) = P::describe(request);
+    // Formatting the names costs allocations on every request: only when a line will be written.
+    let described = tracing::enabled!(tracing::Level::DEBUG) || matches!(applied.kind, RequestKind::Nack { .. });
+    let (version, nonce, names) = if described { P::describe(request) } else { Default::default() };
     let version = version.as_str();
     let kind = match &applied.kind {
         RequestKind::Initial => {

@@ -99,7 +99,7 @@ pub struct Options {
     #[arg(long, default_value_t = 0)]
     pub stall: usize,
     /// HTTP/2 stream and connection window of the stalled streams' connections, in bytes.
-    #[arg(long, default_value_t = 65_535)]
+    #[arg(long, default_value_t = 16_384)]
     pub stall_window: u32,
     /// Quiet time, in milliseconds, after which the server counts as idle for CPU readings.
     #[arg(long, default_value_t = 300)]

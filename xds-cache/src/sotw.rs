@@ -204,9 +204,11 @@ impl SotwStream {
         }
         // The common request is an ACK repeating the subscription: recognised without building
         // a new set of names.
-        let requested: std::collections::HashSet<&str> =
+        let mut requested: Vec<&str> =
             req.resource_names.iter().map(String::as_str).filter(|n| *n != WILDCARD).collect();
-        let same = requested.len() == state.names.len() && state.names.iter().all(|n| requested.contains(&**n));
+        requested.sort_unstable();
+        requested.dedup();
+        let same = requested.len() == state.names.len() && requested.iter().zip(&state.names).all(|(r, n)| *r == &**n);
         if !same {
             let explicit: BTreeSet<Arc<str>> =
                 req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();

@@ -1,9 +1,11 @@
 //! The gRPC codec: requests are decoded with prost; responses are written from the resources'
 //! shared, pre-encoded bytes, so no resource is encoded again per stream.
 //!
-//! A protobuf message is the concatenation of its fields, so a `DiscoveryResponse` is written
-//! field by field: `version_info`, one `resources` entry per pre-encoded `Any`, `type_url` and
-//! `nonce`. The only per-stream work is copying those bytes into the transport's buffer.
+//! A protobuf message is the concatenation of its fields, in any order, so a
+//! `DiscoveryResponse` is written field by field: the nonce first (the only field that differs
+//! between two streams sent the same resources), then `version_info`, one `resources` entry per
+//! pre-encoded `Any`, and `type_url`. Everything after the nonce is the *shared part*, which
+//! [`crate::body`] encodes once and shares between streams.
 
 use std::marker::PhantomData;
 
@@ -14,9 +16,36 @@ use xds_cache::{DeltaResource, DeltaResponse, SotwResponse};
 use xds_core::prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use xds_core::prost::Message;
 
-/// A response that knows how to write itself as protobuf.
+/// The nonce's field number, the same in `DiscoveryResponse` and `DeltaDiscoveryResponse`.
+const NONCE_FIELD: u32 = 5;
+
+/// A response that knows how to write itself as protobuf: a per-stream nonce and a shared part.
 pub(crate) trait WireMessage: Send + 'static {
-    fn write_to(&self, buf: &mut impl BufMut);
+    /// Writes every field but the nonce.
+    fn write_shared(&self, buf: &mut impl BufMut);
+    /// Bytes [`write_shared`](Self::write_shared) writes.
+    fn shared_len(&self) -> usize;
+    /// The nonce.
+    fn nonce(&self) -> &str;
+
+    /// Writes the nonce field.
+    fn write_nonce(&self, buf: &mut impl BufMut) {
+        write_str_field(NONCE_FIELD, self.nonce(), buf);
+    }
+    /// Bytes the nonce field takes.
+    fn nonce_len(&self) -> usize {
+        str_field_len(self.nonce())
+    }
+    /// Writes the whole message.
+    fn write_to(&self, buf: &mut impl BufMut) {
+        self.write_nonce(buf);
+        self.write_shared(buf);
+    }
+    /// Bytes the whole message takes on the wire.
+    #[cfg(test)]
+    fn encoded_len(&self) -> usize {
+        self.nonce_len() + self.shared_len()
+    }
 }
 
 fn write_bytes_field(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
@@ -36,11 +65,10 @@ mod sotw_field {
     pub const VERSION_INFO: u32 = 1;
     pub const RESOURCES: u32 = 2;
     pub const TYPE_URL: u32 = 4;
-    pub const NONCE: u32 = 5;
 }
 
 impl WireMessage for SotwResponse {
-    fn write_to(&self, buf: &mut impl BufMut) {
+    fn write_shared(&self, buf: &mut impl BufMut) {
         write_str_field(sotw_field::VERSION_INFO, &self.version, buf);
         for r in &self.resources {
             match sotw_wrapper(self, r) {
@@ -50,7 +78,22 @@ impl WireMessage for SotwResponse {
             }
         }
         write_str_field(sotw_field::TYPE_URL, &self.type_url, buf);
-        write_str_field(sotw_field::NONCE, &self.nonce, buf);
+    }
+
+    fn shared_len(&self) -> usize {
+        str_field_len(&self.version)
+            + str_field_len(&self.type_url)
+            + self
+                .resources
+                .iter()
+                .map(|x| {
+                    sotw_wrapper(self, x).map_or_else(|| len_field(x.any_bytes().len()), |w| len_field(w.any_len()))
+                })
+                .sum::<usize>()
+    }
+
+    fn nonce(&self) -> &str {
+        &self.nonce
     }
 }
 
@@ -106,23 +149,11 @@ fn encode_ttl(ttl: std::time::Duration) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// Bytes a SotW response takes on the wire (for logs and metrics).
-pub(crate) fn sotw_encoded_len(r: &SotwResponse) -> usize {
-    str_field_len(&r.version)
-        + str_field_len(&r.type_url)
-        + str_field_len(&r.nonce)
-        + r.resources
-            .iter()
-            .map(|x| sotw_wrapper(r, x).map_or_else(|| len_field(x.any_bytes().len()), |w| len_field(w.any_len())))
-            .sum::<usize>()
-}
-
 /// `DeltaDiscoveryResponse` and `Resource` field numbers.
 mod delta_field {
     pub const SYSTEM_VERSION_INFO: u32 = 1;
     pub const RESOURCES: u32 = 2;
     pub const TYPE_URL: u32 = 4;
-    pub const NONCE: u32 = 5;
     pub const REMOVED_RESOURCES: u32 = 6;
     pub const RESOURCE_VERSION: u32 = 1;
     pub const RESOURCE_BODY: u32 = 2;
@@ -155,7 +186,7 @@ fn delta_resource_len(r: &DeltaResource, ttl: Option<&[u8]>) -> usize {
 }
 
 impl WireMessage for DeltaResponse {
-    fn write_to(&self, buf: &mut impl BufMut) {
+    fn write_shared(&self, buf: &mut impl BufMut) {
         write_str_field(delta_field::SYSTEM_VERSION_INFO, &self.system_version, buf);
         for r in &self.resources {
             let ttl = ttl_bytes(r);
@@ -171,21 +202,22 @@ impl WireMessage for DeltaResponse {
             }
         }
         write_str_field(delta_field::TYPE_URL, &self.type_url, buf);
-        write_str_field(delta_field::NONCE, &self.nonce, buf);
         for name in &self.removed {
             // A removed name is never empty in practice, but an empty one must still be sent.
             write_bytes_field(delta_field::REMOVED_RESOURCES, name.as_bytes(), buf);
         }
     }
-}
 
-/// Bytes a delta response takes on the wire.
-pub(crate) fn delta_encoded_len(r: &DeltaResponse) -> usize {
-    str_field_len(&r.system_version)
-        + str_field_len(&r.type_url)
-        + str_field_len(&r.nonce)
-        + r.removed.iter().map(|n| len_field(n.len())).sum::<usize>()
-        + r.resources.iter().map(|x| len_field(delta_resource_len(x, ttl_bytes(x).as_deref()))).sum::<usize>()
+    fn shared_len(&self) -> usize {
+        str_field_len(&self.system_version)
+            + str_field_len(&self.type_url)
+            + self.removed.iter().map(|n| len_field(n.len())).sum::<usize>()
+            + self.resources.iter().map(|x| len_field(delta_resource_len(x, ttl_bytes(x).as_deref()))).sum::<usize>()
+    }
+
+    fn nonce(&self) -> &str {
+        &self.nonce
+    }
 }
 
 /// Codec decoding `Req` with prost and encoding a [`WireMessage`].
@@ -240,6 +272,12 @@ fn buffer_settings() -> BufferSettings {
 
 pub(crate) struct ProstDecoder<T>(PhantomData<fn() -> T>);
 
+impl<T> Default for ProstDecoder<T> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
 impl<T: Message + Default> Decoder for ProstDecoder<T> {
     type Item = T;
     type Error = Status;
@@ -279,7 +317,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         r.write_to(&mut buf);
-        assert_eq!(buf.len(), sotw_encoded_len(&r));
+        assert_eq!(buf.len(), r.encoded_len());
         let decoded = DiscoveryResponse::decode(buf.as_slice()).expect("decodes");
         assert_eq!(decoded.version_info, "v1");
         assert_eq!(decoded.nonce, "7");
@@ -311,7 +349,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         r.write_to(&mut buf);
-        assert_eq!(buf.len(), delta_encoded_len(&r));
+        assert_eq!(buf.len(), r.encoded_len());
         let d = DeltaDiscoveryResponse::decode(buf.as_slice()).expect("decodes");
         assert_eq!(d.system_version_info, "s1");
         assert_eq!(d.nonce, "3");
@@ -329,7 +367,7 @@ mod tests {
         };
         let mut buf = Vec::new();
         hb.write_to(&mut buf);
-        assert_eq!(buf.len(), delta_encoded_len(&hb));
+        assert_eq!(buf.len(), hb.encoded_len());
         let d = DeltaDiscoveryResponse::decode(buf.as_slice()).expect("decodes");
         assert!(d.resources[0].resource.is_none(), "a heartbeat has no body");
         assert_eq!(d.resources[0].version, a.version());
@@ -352,7 +390,7 @@ mod tests {
             };
             let mut buf = Vec::new();
             r.write_to(&mut buf);
-            assert_eq!(buf.len(), sotw_encoded_len(&r));
+            assert_eq!(buf.len(), r.encoded_len());
             let d = DiscoveryResponse::decode(buf.as_slice()).expect("decodes");
             assert_eq!(d.resources[0].type_url, xds_core::type_url::RESOURCE_WRAPPER);
             let w = Resource::decode(d.resources[0].value.as_slice()).expect("wrapper");

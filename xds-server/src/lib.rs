@@ -7,7 +7,8 @@
 //!
 //! It is the thin async layer around the protocol state machines of `xds-cache`: one task per
 //! stream feeds requests and the source's latest resources into the stream's state machine and
-//! writes the responses it returns, from the resources' shared pre-encoded bytes.
+//! writes the responses it returns, assembled from the resources' shared pre-encoded bytes; the
+//! encoded body of a response is itself shared by every stream sent the same resources.
 //!
 //! ```no_run
 //! use xds_cache::{Snapshot, SnapshotCache};
@@ -30,6 +31,7 @@
 
 pub mod admin;
 mod auth;
+mod body;
 mod callbacks;
 mod codec;
 mod error;

@@ -10,15 +10,19 @@ use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRe
 use xds_core::prost::Message;
 use xds_core::ResourceSet;
 
+use crate::body::{BodyCache, SharedPart};
 use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
-use crate::codec::{delta_encoded_len, sotw_encoded_len, WireMessage};
 use crate::stream::names_for_log;
+use crate::stream::Shared;
 
 /// A protocol state machine the stream driver can run.
 pub(crate) trait Protocol: Send + 'static {
     type Request: Message + Default + Send + 'static;
-    type Response: WireMessage;
+    type Response: SharedPart;
     const VARIANT: Variant;
+
+    /// Where encoded bodies of this protocol's responses are shared.
+    fn bodies(shared: &Shared) -> &BodyCache<Self::Response>;
 
     fn new(fixed_type: Option<&str>) -> Self;
     fn on_request(&mut self, req: &Self::Request) -> Result<RequestInfo, xds_cache::Error>;
@@ -34,7 +38,7 @@ pub(crate) trait Protocol: Send + 'static {
     fn callback(callbacks: &dyn Callbacks, stream: &StreamInfo, req: &Self::Request) -> Result<(), Status>;
     /// The request's fields worth a debug line: (version, nonce, names).
     fn describe(req: &Self::Request) -> (String, &str, String);
-    /// What the callbacks and logs say about a response.
+    /// What the callbacks and logs say about a response (its `bytes` filled in by the driver).
     fn response_info(resp: &Self::Response) -> ResponseInfo<'_>;
     /// Names in a response, for logs.
     fn response_names(resp: &Self::Response) -> String;
@@ -44,6 +48,10 @@ impl Protocol for SotwStream {
     type Request = DiscoveryRequest;
     type Response = SotwResponse;
     const VARIANT: Variant = Variant::Sotw;
+
+    fn bodies(shared: &Shared) -> &BodyCache<SotwResponse> {
+        &shared.sotw_bodies
+    }
 
     fn new(fixed_type: Option<&str>) -> Self {
         fixed_type.map_or_else(SotwStream::ads, SotwStream::for_type)
@@ -85,7 +93,7 @@ impl Protocol for SotwStream {
             nonce: &r.nonce,
             resources: r.resources.len(),
             removed: 0,
-            bytes: sotw_encoded_len(r),
+            bytes: 0,
         }
     }
     fn response_names(r: &SotwResponse) -> String {
@@ -97,6 +105,10 @@ impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaResponse;
     const VARIANT: Variant = Variant::Delta;
+
+    fn bodies(shared: &Shared) -> &BodyCache<DeltaResponse> {
+        &shared.delta_bodies
+    }
 
     fn new(fixed_type: Option<&str>) -> Self {
         fixed_type.map_or_else(DeltaStream::ads, DeltaStream::for_type)
@@ -144,7 +156,7 @@ impl Protocol for DeltaStream {
             nonce: &r.nonce,
             resources: r.resources.len(),
             removed: r.removed.len(),
-            bytes: delta_encoded_len(r),
+            bytes: 0,
         }
     }
     fn response_names(r: &DeltaResponse) -> String {

@@ -193,6 +193,8 @@ impl ServerBuilder {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_stream_id: AtomicU64::new(1),
+            sotw_bodies: Default::default(),
+            delta_bodies: Default::default(),
         });
         XdsServer { shared, builder: self }
     }

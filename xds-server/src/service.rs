@@ -8,13 +8,14 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
-use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::metadata::MetadataMap;
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 use xds_cache::{DeltaStream, SotwResponse, SotwStream};
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;
 
-use crate::codec::XdsCodec;
+use crate::codec::{ProstDecoder, XdsCodec};
 use crate::protocol::Protocol;
 use crate::stream::{self, Shared};
 
@@ -97,24 +98,6 @@ impl<K: ServiceKind> NamedService for XdsService<K> {
     const NAME: &'static str = K::NAME;
 }
 
-struct Method<P> {
-    shared: Arc<Shared>,
-    type_url: Option<&'static str>,
-    protocol: PhantomData<fn() -> P>,
-}
-
-impl<P: Protocol> StreamingService<P::Request> for Method<P> {
-    type Response = P::Response;
-    type ResponseStream = stream::ResponseStream<P>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<P::Request>>) -> Self::Future {
-        let shared = self.shared.clone();
-        let type_url = self.type_url;
-        Box::pin(async move { stream::open::<P>(shared, type_url, request) })
-    }
-}
-
 /// The unary `Fetch*` methods: the current state of one type, once.
 struct FetchMethod {
     shared: Arc<Shared>,
@@ -142,14 +125,33 @@ impl UnaryService<DiscoveryRequest> for FetchMethod {
     }
 }
 
-async fn serve<P: Protocol>(
+/// A streaming method: requests decoded by tonic, responses written by [`crate::body`] (tonic's
+/// encoder would keep a buffer per stream and copy every response into it).
+fn serve<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
     req: http::Request<Body>,
 ) -> http::Response<Body> {
-    let codec = XdsCodec::<P::Request, P::Response>::default();
-    let mut grpc = Grpc::new(codec).apply_max_message_size_config(Some(shared.config.max_receive_message_size), None);
-    grpc.streaming(Method::<P> { shared, type_url, protocol: PhantomData }, req).await
+    if let Some(encoding) = req.headers().get("grpc-encoding").filter(|e| e.as_bytes() != b"identity") {
+        return Status::unimplemented(format!(
+            "request compression {encoding:?} is not supported by this server; send uncompressed messages"
+        ))
+        .into_http();
+    }
+    let (parts, body) = req.into_parts();
+    let max = shared.config.max_receive_message_size;
+    let requests = Streaming::new_request(ProstDecoder::<P::Request>::default(), body, None, Some(max));
+    let request = Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, requests);
+    match stream::open::<P>(shared, type_url, request) {
+        Ok(body) => {
+            let mut response = http::Response::new(Body::new(body));
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+            response
+        }
+        Err(status) => status.into_http(),
+    }
 }
 
 impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService<K> {
@@ -166,10 +168,10 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
         let shared = self.shared.clone();
         Box::pin(async move {
             if method.starts_with("Stream") {
-                return Ok(serve::<SotwStream>(shared, K::TYPE_URL, req).await);
+                return Ok(serve::<SotwStream>(shared, K::TYPE_URL, req));
             }
             if method.starts_with("Delta") {
-                return Ok(serve::<DeltaStream>(shared, K::TYPE_URL, req).await);
+                return Ok(serve::<DeltaStream>(shared, K::TYPE_URL, req));
             }
             if let (true, Some(type_url)) = (method.starts_with("Fetch"), K::TYPE_URL) {
                 let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();

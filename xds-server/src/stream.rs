@@ -14,17 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::{debug, info, warn, Instrument};
 use xds_cache::RequestKind;
 use xds_core::{type_url, ResourceSet, ResourceSource};
 
 use crate::auth::{certificate_identities, NodeAuthorizer};
-use crate::callbacks::{Callbacks, StreamInfo, Variant};
+use crate::body::{self, BodyCache, Frames, ResponseBody};
+use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
 use crate::error::{status_of, status_of_core};
 use crate::metrics::{Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
@@ -48,6 +49,10 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub next_stream_id: AtomicU64,
+    /// Encoded SotW response bodies shared between streams.
+    pub sotw_bodies: BodyCache<xds_cache::SotwResponse>,
+    /// Encoded delta response bodies shared between streams.
+    pub delta_bodies: BodyCache<xds_cache::DeltaResponse>,
 }
 
 /// How many names a log line shows before it says "and N more".
@@ -62,15 +67,12 @@ pub(crate) fn names_for_log<'a>(names: impl ExactSizeIterator<Item = &'a str>) -
     format!("{total} [{}]", shown.join(", "))
 }
 
-/// What tonic sends from: the responses the stream task produces.
-pub(crate) type ResponseStream<P> = ReceiverStream<Result<<P as Protocol>::Response, Status>>;
-
-/// Starts the task of a stream and returns the response stream tonic sends from.
+/// Starts the task of a stream and returns the body its responses are written to.
 pub(crate) fn open<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
     request: Request<Streaming<P::Request>>,
-) -> Result<Response<ResponseStream<P>>, Status> {
+) -> Result<ResponseBody, Status> {
     let identities = request
         .peer_certs()
         .and_then(|certs| certs.first().map(|c| certificate_identities(c.as_ref())))
@@ -94,7 +96,7 @@ pub(crate) fn open<P: Protocol>(
     );
     let requests = request.into_inner();
     shared.tasks.clone().spawn(run::<P>(shared, info, requests, tx).instrument(span));
-    Ok(Response::new(ReceiverStream::new(rx)))
+    Ok(ResponseBody::new(rx))
 }
 
 fn peer_str(peer: Option<SocketAddr>) -> String {
@@ -107,7 +109,7 @@ async fn run<P: Protocol>(
     shared: Arc<Shared>,
     info: StreamInfo,
     mut requests: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: mpsc::Sender<Result<Frames, Status>>,
 ) {
     debug!("stream opened");
     let variant = match P::VARIANT {
@@ -138,8 +140,13 @@ async fn run<P: Protocol>(
             permit = tx.reserve(), if machine.wants_to_send() => {
                 let Ok(permit) = permit else { break Ok(()) }; // the client went away
                 if let Some(response) = machine.next_response() {
-                    on_response::<P>(&shared, &mut ctx, &response);
-                    permit.send(Ok(response));
+                    match body::encode(&response, P::bodies(&shared)) {
+                        Ok((frames, bytes)) => {
+                            on_response::<P>(&shared, &mut ctx, &response, bytes);
+                            permit.send(Ok(frames));
+                        }
+                        Err(status) => break Err(status),
+                    }
                 }
             }
             request = requests.message() => match request {
@@ -260,8 +267,8 @@ async fn on_request<P: Protocol>(
     Ok(())
 }
 
-fn on_response<P: Protocol>(shared: &Shared, ctx: &mut Ctx, r: &P::Response) {
-    let ri = P::response_info(r);
+fn on_response<P: Protocol>(shared: &Shared, ctx: &mut Ctx, r: &P::Response, bytes: usize) {
+    let ri = ResponseInfo { bytes, ..P::response_info(r) };
     debug!(
         node = ctx.info.node.as_ref().map_or("", |n| n.id.as_str()),
         r#type = type_url::short_name(ri.type_url),

@@ -1,0 +1,406 @@
+//! Responses on the wire without a per-stream encode buffer, and one encoding of a response body
+//! shared by every stream that is sent the same resources.
+//!
+//! tonic's encoder copies every message into a buffer the stream keeps for its lifetime, grown to
+//! the largest response it ever sent: with thousands of mostly idle streams that buffer was most
+//! of a stream's memory. Here a response becomes at most two chunks handed to HTTP/2 as they are:
+//!
+//! - the *head*: the 5-byte gRPC message prefix and the nonce field, a few dozen bytes of the
+//!   stream's own;
+//! - the *shared part*: every other field (version, resources, type URL; see [`crate::codec`]),
+//!   looked up in a [`BodyCache`] by the identity of what it holds (the same resource `Arc`s, the
+//!   same version) and encoded only on a miss. Ten thousand streams sent the same update share
+//!   one allocation; HTTP/2 writes it to each socket from that allocation, without a copy.
+//!
+//! Small responses (under [`MIN_SHARED`] bytes) are written into one chunk of their own: sharing
+//! them would cost more than it saves.
+
+use std::collections::VecDeque;
+use std::hash::Hasher;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::Frame;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tonic::Status;
+use xds_cache::{DeltaResponse, SotwResponse};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::codec::WireMessage;
+
+/// A shared part smaller than this is not shared: it is written with the head into one chunk.
+pub(crate) const MIN_SHARED: usize = 1024;
+/// Shards of a [`BodyCache`], each with its own lock (picked by the body's hash).
+const SHARDS: usize = 8;
+/// Bodies kept per shard, oldest evicted first.
+const SHARD_ENTRIES: usize = 8;
+/// Bytes of bodies kept per shard; a larger body is encoded for each stream and not kept.
+const SHARD_BYTES: usize = 8 << 20;
+
+/// One response, ready for HTTP/2.
+#[derive(Debug)]
+pub(crate) struct Frames {
+    head: Bytes,
+    shared: Option<Bytes>,
+}
+
+/// A response whose shared part can be recognised without encoding it.
+pub(crate) trait SharedPart: WireMessage + Clone + Sync {
+    /// Hash of what the shared part is made of (resource identities, version, type).
+    fn shared_hash(&self) -> u64;
+    /// Whether `other` has the same shared part (same resource `Arc`s, same strings).
+    fn same_shared(&self, other: &Self) -> bool;
+}
+
+impl SharedPart for SotwResponse {
+    fn shared_hash(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.write(self.type_url.as_bytes());
+        h.write(self.version.as_bytes());
+        h.write_u8(u8::from(self.wrap_ttl) | u8::from(self.heartbeat) << 1);
+        for r in &self.resources {
+            h.write_usize(std::sync::Arc::as_ptr(r) as usize);
+        }
+        h.finish()
+    }
+
+    fn same_shared(&self, other: &Self) -> bool {
+        self.type_url == other.type_url
+            && self.version == other.version
+            && self.wrap_ttl == other.wrap_ttl
+            && self.heartbeat == other.heartbeat
+            && self.resources.len() == other.resources.len()
+            && self.resources.iter().zip(&other.resources).all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+    }
+}
+
+impl SharedPart for DeltaResponse {
+    fn shared_hash(&self) -> u64 {
+        let mut h = Xxh3::new();
+        h.write(self.type_url.as_bytes());
+        h.write(self.system_version.as_bytes());
+        for r in &self.resources {
+            h.write(r.name.as_bytes());
+            h.write_usize(std::sync::Arc::as_ptr(&r.resource) as usize);
+            h.write_u8(u8::from(r.heartbeat));
+        }
+        for name in &self.removed {
+            h.write(name.as_bytes());
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
+
+    fn same_shared(&self, other: &Self) -> bool {
+        self.type_url == other.type_url
+            && self.system_version == other.system_version
+            && self.removed == other.removed
+            && self.resources.len() == other.resources.len()
+            && self.resources.iter().zip(&other.resources).all(|(a, b)| {
+                a.heartbeat == b.heartbeat && a.name == b.name && std::sync::Arc::ptr_eq(&a.resource, &b.resource)
+            })
+    }
+}
+
+/// Recently encoded shared parts, keyed by what they hold. An entry keeps its response (and so
+/// its resources) alive: the resource pointers it is compared by cannot be reused while it is
+/// cached. Bounded in entries and bytes per shard; the oldest entry goes first.
+pub(crate) struct BodyCache<R> {
+    shards: Vec<Mutex<Shard<R>>>,
+}
+
+struct Shard<R> {
+    entries: VecDeque<Entry<R>>,
+    bytes: usize,
+}
+
+struct Entry<R> {
+    hash: u64,
+    response: R,
+    body: Bytes,
+}
+
+impl<R> Default for BodyCache<R> {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard { entries: VecDeque::new(), bytes: 0 })).collect() }
+    }
+}
+
+impl<R: SharedPart> Shard<R> {
+    fn find(&self, hash: u64, r: &R) -> Option<Bytes> {
+        self.entries.iter().find(|e| e.hash == hash && e.response.same_shared(r)).map(|e| e.body.clone())
+    }
+}
+
+impl<R: SharedPart> BodyCache<R> {
+    /// The encoded shared part of `r` (`len` bytes): from the cache, or encoded and kept.
+    fn shared_part(&self, r: &R, len: usize) -> Bytes {
+        let hash = r.shared_hash();
+        let shard = &self.shards[(hash % SHARDS as u64) as usize];
+        if let Some(body) = shard.lock().find(hash, r) {
+            return body;
+        }
+        // Encoded without the lock: other streams are not held up by a large body.
+        let mut buf = BytesMut::with_capacity(len);
+        r.write_shared(&mut buf);
+        let body = buf.freeze();
+        if len > SHARD_BYTES {
+            return body;
+        }
+        let mut shard = shard.lock();
+        // Another stream may have encoded the same body meanwhile: share one copy.
+        if let Some(existing) = shard.find(hash, r) {
+            return existing;
+        }
+        shard.bytes += len;
+        shard.entries.push_back(Entry { hash, response: r.clone(), body: body.clone() });
+        while shard.entries.len() > SHARD_ENTRIES || shard.bytes > SHARD_BYTES {
+            match shard.entries.pop_front() {
+                Some(old) => shard.bytes -= old.body.len(),
+                None => break,
+            }
+        }
+        body
+    }
+
+    /// Number of bodies kept (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+    }
+}
+
+/// Encodes `r` as one gRPC message; returns the frames and the message's size in bytes.
+pub(crate) fn encode<R: SharedPart>(r: &R, cache: &BodyCache<R>) -> Result<(Frames, usize), Status> {
+    let shared_len = r.shared_len();
+    let len = r.nonce_len() + shared_len;
+    let prefix = u32::try_from(len).map_err(|_| {
+        Status::resource_exhausted(format!("a response of {len} bytes exceeds gRPC's 4 GiB message limit"))
+    })?;
+    let inline = shared_len < MIN_SHARED;
+    let mut head = BytesMut::with_capacity(5 + if inline { len } else { r.nonce_len() });
+    head.put_u8(0); // not compressed
+    head.put_u32(prefix);
+    r.write_nonce(&mut head);
+    let shared = if inline {
+        r.write_shared(&mut head);
+        None
+    } else {
+        Some(cache.shared_part(r, shared_len))
+    };
+    Ok((Frames { head: head.freeze(), shared }, len))
+}
+
+/// The HTTP body of a streaming response: the frames the stream task sends, then the trailers
+/// with the stream's gRPC status.
+pub(crate) struct ResponseBody {
+    rx: mpsc::Receiver<Result<Frames, Status>>,
+    next: Option<Bytes>,
+    done: bool,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Frames, Status>>) -> Self {
+        Self { rx, next: None, done: false }
+    }
+}
+
+fn trailers(status: &Status) -> HeaderMap {
+    let mut trailers = HeaderMap::with_capacity(2);
+    if status.add_header(&mut trailers).is_err() {
+        // Only metadata that is not a valid header fails; the code and message still go out.
+        trailers.clear();
+        let plain = Status::new(status.code(), status.message());
+        let _ = plain.add_header(&mut trailers);
+    }
+    trailers
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(chunk) = this.next.take() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let status = match ready!(this.rx.poll_recv(cx)) {
+            Some(Ok(frames)) => {
+                this.next = frames.shared;
+                return Poll::Ready(Some(Ok(Frame::data(frames.head))));
+            }
+            Some(Err(status)) => status,
+            // The stream task ended without an error.
+            None => Status::ok(""),
+        };
+        this.done = true;
+        this.rx.close();
+        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.next.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use xds_core::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use xds_core::envoy::service::discovery::v3::DiscoveryResponse;
+    use xds_core::prost::Message;
+    use xds_core::{type_url, EncodedResource, XdsResource};
+
+    fn cla(name: &str, port_base: u32) -> Arc<EncodedResource> {
+        use xds_core::envoy::config::core::v3::{address, socket_address, Address, SocketAddress};
+        use xds_core::envoy::config::endpoint::v3::{lb_endpoint, Endpoint, LbEndpoint, LocalityLbEndpoints};
+        let endpoints = (0..10)
+            .map(|i| LbEndpoint {
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(Address {
+                        address: Some(address::Address::SocketAddress(SocketAddress {
+                            address: "127.0.0.1".into(),
+                            port_specifier: Some(socket_address::PortSpecifier::PortValue(port_base + i)),
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .collect();
+        let cla = ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints: endpoints, ..Default::default() }],
+            ..Default::default()
+        };
+        Arc::new(cla.encode_resource())
+    }
+
+    fn response(resources: Vec<Arc<EncodedResource>>, nonce: &str) -> SotwResponse {
+        SotwResponse {
+            type_url: type_url::ENDPOINT.into(),
+            version: "v1".into(),
+            nonce: nonce.into(),
+            resources,
+            wrap_ttl: false,
+            heartbeat: false,
+        }
+    }
+
+    /// The chunks of `frames` concatenated: one gRPC message.
+    fn message(frames: &Frames) -> Vec<u8> {
+        let mut all = frames.head.to_vec();
+        all.extend_from_slice(frames.shared.as_deref().unwrap_or_default());
+        all
+    }
+
+    fn decode(frames: &Frames) -> DiscoveryResponse {
+        let all = message(frames);
+        assert_eq!(all[0], 0, "not compressed");
+        let len = u32::from_be_bytes([all[1], all[2], all[3], all[4]]) as usize;
+        assert_eq!(len, all.len() - 5, "the prefix gives the message length");
+        DiscoveryResponse::decode(&all[5..]).expect("a DiscoveryResponse")
+    }
+
+    #[test]
+    fn streams_sent_the_same_resources_share_one_body() {
+        let cache = BodyCache::default();
+        let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        let (a, len_a) = encode(&response(resources.clone(), "1"), &cache).expect("encodes");
+        let (b, _) = encode(&response(resources.clone(), "22"), &cache).expect("encodes");
+        let (sa, sb) = (a.shared.as_ref().expect("shared"), b.shared.as_ref().expect("shared"));
+        assert_eq!(sa.as_ptr(), sb.as_ptr(), "one allocation for both streams");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(len_a, message(&a).len() - 5);
+        let (da, db) = (decode(&a), decode(&b));
+        assert_eq!((da.nonce.as_str(), db.nonce.as_str()), ("1", "22"));
+        assert_eq!(da.resources, db.resources);
+        assert_eq!(da.resources.len(), 20);
+        assert_eq!(da.version_info, "v1");
+        assert_eq!(da.type_url, type_url::ENDPOINT);
+        let first = ClusterLoadAssignment::decode(da.resources[0].value.as_slice()).expect("a CLA");
+        assert_eq!(first.cluster_name, "c0");
+    }
+
+    #[test]
+    fn different_resources_or_versions_are_not_confused() {
+        let cache = BodyCache::default();
+        let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        let (a, _) = encode(&response(resources.clone(), "1"), &cache).expect("encodes");
+        // Same content, but another resource object (another version of the set): not shared.
+        let mut other = resources.clone();
+        other[3] = cla("c3", 3000);
+        let (b, _) = encode(&response(other, "2"), &cache).expect("encodes");
+        assert_ne!(a.shared.as_ref().map(|s| s.as_ptr()), b.shared.as_ref().map(|s| s.as_ptr()));
+        // A subset.
+        let (c, _) = encode(&response(resources[..10].to_vec(), "3"), &cache).expect("encodes");
+        assert_eq!(decode(&c).resources.len(), 10);
+        // Another version string.
+        let mut v2 = response(resources.clone(), "4");
+        v2.version = "v2".into();
+        let (d, _) = encode(&v2, &cache).expect("encodes");
+        assert_eq!(decode(&d).version_info, "v2");
+        assert_eq!(decode(&a).version_info, "v1");
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn small_responses_are_one_chunk_and_not_cached() {
+        let cache = BodyCache::default();
+        let (f, _) = encode(&response(vec![cla("c", 1)], "9"), &cache).expect("encodes");
+        assert!(f.shared.is_none());
+        assert_eq!(cache.len(), 0);
+        let d = decode(&f);
+        assert_eq!(d.nonce, "9");
+        assert_eq!(d.resources.len(), 1);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = BodyCache::default();
+        let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        for v in 0..(SHARDS * SHARD_ENTRIES * 3) {
+            let mut r = response(resources.clone(), "1");
+            r.version = v.to_string().into();
+            encode(&r, &cache).expect("encodes");
+        }
+        assert!(cache.len() <= SHARDS * SHARD_ENTRIES);
+    }
+
+    #[tokio::test]
+    async fn the_body_yields_frames_then_trailers_with_the_status() {
+        use http_body::Body as _;
+        let (tx, rx) = mpsc::channel(2);
+        let mut body = ResponseBody::new(rx);
+        let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        let (frames, _) = encode(&response(resources, "1"), &BodyCache::default()).expect("encodes");
+        let expected = message(&frames);
+        tx.send(Ok(frames)).await.expect("sent");
+        tx.send(Err(Status::unavailable("going away"))).await.expect("sent");
+        drop(tx);
+        let mut data = Vec::new();
+        let mut trailers = None;
+        for _ in 0..10 {
+            let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await else { break };
+            let frame = frame.expect("no error");
+            match frame.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        assert_eq!(data, expected);
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]));
+        assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"going%20away"[..]));
+        assert!(body.is_end_stream());
+    }
+}

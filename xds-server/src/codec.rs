@@ -8,13 +8,16 @@
 //! [`crate::body`] encodes once and shares between streams.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
-use bytes::BufMut;
+use bytes::{Buf, BufMut};
+use parking_lot::Mutex;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use xds_cache::{DeltaResource, DeltaResponse, SotwResponse};
-use xds_core::prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-use xds_core::prost::Message;
+use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use xds_core::prost::encoding::{decode_key, encode_key, encode_varint, encoded_len_varint, DecodeContext, WireType};
+use xds_core::prost::{DecodeError, Message};
 
 /// The nonce's field number, the same in `DiscoveryResponse` and `DeltaDiscoveryResponse`.
 const NONCE_FIELD: u32 = 5;
@@ -287,9 +290,79 @@ impl<T: Message + Default> Decoder for ProstDecoder<T> {
     }
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        T::decode(src).map(Some).map_err(|e| {
-            Status::invalid_argument(format!("malformed request: it is not a valid protobuf message: {e}"))
-        })
+        T::decode(src).map(Some).map_err(|e| malformed(&e))
+    }
+}
+
+fn malformed(e: &DecodeError) -> Status {
+    Status::invalid_argument(format!("malformed request: it is not a valid protobuf message: {e}"))
+}
+
+/// A request message that can be decoded into a used one, reusing its allocations.
+pub(crate) trait Recycle: Message + Default + Send + 'static {
+    /// Replaces `self` with the message in `buf`.
+    fn decode_into(&mut self, buf: &mut impl Buf) -> Result<(), DecodeError> {
+        self.clear();
+        self.merge(buf)
+    }
+}
+
+/// The `resource_names` field number of `DiscoveryRequest`.
+const RESOURCE_NAMES_FIELD: u32 = 3;
+
+/// A SotW ACK repeats every subscribed name: decoded into the previous request's strings, it
+/// costs no allocation (prost would allocate one `String` per name per ACK).
+impl Recycle for DiscoveryRequest {
+    fn decode_into(&mut self, buf: &mut impl Buf) -> Result<(), DecodeError> {
+        let mut names = std::mem::take(&mut self.resource_names);
+        self.clear();
+        let mut used = 0;
+        while buf.has_remaining() {
+            let (tag, wire_type) = decode_key(buf)?;
+            if tag == RESOURCE_NAMES_FIELD {
+                if used == names.len() {
+                    names.push(String::new());
+                }
+                xds_core::prost::encoding::string::merge(wire_type, &mut names[used], buf, DecodeContext::default())?;
+                used += 1;
+            } else {
+                self.merge_field(tag, wire_type, buf, DecodeContext::default())?;
+            }
+        }
+        names.truncate(used);
+        self.resource_names = names;
+        Ok(())
+    }
+}
+
+impl Recycle for DeltaDiscoveryRequest {}
+
+/// Where a stream returns a request it is done with, for the next one to be decoded into.
+pub(crate) type Spare<T> = Arc<Mutex<Option<T>>>;
+
+/// Decodes a stream's requests into the message the stream handed back, if any.
+pub(crate) struct RecyclingDecoder<T> {
+    spare: Spare<T>,
+}
+
+impl<T> RecyclingDecoder<T> {
+    pub(crate) fn new(spare: Spare<T>) -> Self {
+        Self { spare }
+    }
+}
+
+impl<T: Recycle> Decoder for RecyclingDecoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer_settings()
+    }
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
+        let mut msg = self.spare.lock().take().unwrap_or_default();
+        msg.decode_into(src).map_err(|e| malformed(&e))?;
+        Ok(Some(msg))
     }
 }
 
@@ -300,6 +373,48 @@ mod tests {
     use xds_core::envoy::config::cluster::v3::Cluster;
     use xds_core::envoy::service::discovery::v3::DiscoveryResponse;
     use xds_core::XdsResource;
+
+    #[test]
+    fn recycled_requests_decode_like_fresh_ones() {
+        use xds_core::envoy::config::core::v3::Node;
+        use xds_core::google::rpc::Status as RpcStatus;
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let requests = [
+            DiscoveryRequest {
+                node: Some(Node { id: "n".into(), ..Default::default() }),
+                type_url: "t".into(),
+                resource_names: names(&["a", "b", "c"]),
+                ..Default::default()
+            },
+            DiscoveryRequest {
+                version_info: "v1".into(),
+                response_nonce: "1".into(),
+                type_url: "t".into(),
+                resource_names: names(&["a", "bbbbbbbbbbbbbbbbbbbbbbbb", "c", "d"]),
+                ..Default::default()
+            },
+            DiscoveryRequest {
+                version_info: "v1".into(),
+                response_nonce: "2".into(),
+                resource_names: names(&["z"]),
+                error_detail: Some(RpcStatus { code: 3, message: "bad".into(), ..Default::default() }),
+                ..Default::default()
+            },
+            DiscoveryRequest::default(),
+            DiscoveryRequest { resource_names: names(&["", "x"]), ..Default::default() },
+        ];
+        let mut recycled = DiscoveryRequest::default();
+        for r in &requests {
+            let bytes = r.encode_to_vec();
+            recycled.decode_into(&mut bytes.as_slice()).expect("decodes");
+            assert_eq!(&recycled, r);
+        }
+        // Bad input is an error, not a panic.
+        let mut bad = requests[1].encode_to_vec();
+        bad.truncate(bad.len() - 2);
+        assert!(recycled.decode_into(&mut bad.as_slice()).is_err());
+        assert!(recycled.decode_into(&mut &[0x1a, 0x02, 0xff, 0xfe][..]).is_err(), "invalid UTF-8 in a name");
+    }
 
     #[test]
     fn written_response_decodes_as_discovery_response() {

@@ -7,17 +7,17 @@ use tonic::Status;
 use xds_cache::{DeltaResponse, DeltaStream, Nack, RequestInfo, SotwResponse, SotwStream};
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use xds_core::prost::Message;
 use xds_core::ResourceSet;
 
 use crate::body::{BodyCache, SharedPart};
 use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
+use crate::codec::Recycle;
 use crate::stream::names_for_log;
 use crate::stream::Shared;
 
 /// A protocol state machine the stream driver can run.
 pub(crate) trait Protocol: Send + 'static {
-    type Request: Message + Default + Send + 'static;
+    type Request: Recycle;
     type Response: SharedPart;
     const VARIANT: Variant;
 

@@ -8,10 +8,8 @@
 //! [`crate::body`] encodes once and shares between streams.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use bytes::{Buf, BufMut};
-use parking_lot::Mutex;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 use xds_cache::{DeltaResource, DeltaResponse, SotwResponse};
@@ -305,6 +303,22 @@ pub(crate) trait Recycle: Message + Default + Send + 'static {
         self.clear();
         self.merge(buf)
     }
+
+    /// A used message to decode into (or a new one).
+    fn take_used() -> Self {
+        Self::default()
+    }
+
+    /// Hands back a message the stream is done with.
+    fn give_back(self) {}
+}
+
+/// Used requests kept per thread for the next request to be decoded into: a few, not one per
+/// stream (thousands of idle streams would each keep one).
+const POOL_PER_THREAD: usize = 16;
+
+thread_local! {
+    static SOTW_POOL: std::cell::RefCell<Vec<DiscoveryRequest>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The `resource_names` field number of `DiscoveryRequest`.
@@ -333,21 +347,28 @@ impl Recycle for DiscoveryRequest {
         self.resource_names = names;
         Ok(())
     }
+
+    fn take_used() -> Self {
+        SOTW_POOL.with_borrow_mut(Vec::pop).unwrap_or_default()
+    }
+
+    fn give_back(self) {
+        SOTW_POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_PER_THREAD {
+                pool.push(self);
+            }
+        });
+    }
 }
 
 impl Recycle for DeltaDiscoveryRequest {}
 
-/// Where a stream returns a request it is done with, for the next one to be decoded into.
-pub(crate) type Spare<T> = Arc<Mutex<Option<T>>>;
+/// Decodes a stream's requests into used messages (see [`Recycle`]).
+pub(crate) struct RecyclingDecoder<T>(PhantomData<fn() -> T>);
 
-/// Decodes a stream's requests into the message the stream handed back, if any.
-pub(crate) struct RecyclingDecoder<T> {
-    spare: Spare<T>,
-}
-
-impl<T> RecyclingDecoder<T> {
-    pub(crate) fn new(spare: Spare<T>) -> Self {
-        Self { spare }
+impl<T> Default for RecyclingDecoder<T> {
+    fn default() -> Self {
+        Self(PhantomData)
     }
 }
 
@@ -360,7 +381,7 @@ impl<T: Recycle> Decoder for RecyclingDecoder<T> {
     }
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        let mut msg = self.spare.lock().take().unwrap_or_default();
+        let mut msg = T::take_used();
         msg.decode_into(src).map_err(|e| malformed(&e))?;
         Ok(Some(msg))
     }

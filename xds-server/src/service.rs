@@ -15,7 +15,7 @@ use xds_cache::{DeltaStream, SotwResponse, SotwStream};
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;
 
-use crate::codec::{RecyclingDecoder, Spare, XdsCodec};
+use crate::codec::{RecyclingDecoder, XdsCodec};
 use crate::protocol::Protocol;
 use crate::stream::{self, Shared};
 
@@ -140,10 +140,9 @@ fn serve<P: Protocol>(
     }
     let (parts, body) = req.into_parts();
     let max = shared.config.max_receive_message_size;
-    let spare = Spare::default();
-    let requests = Streaming::new_request(RecyclingDecoder::new(spare.clone()), body, None, Some(max));
+    let requests = Streaming::new_request(RecyclingDecoder::<P::Request>::default(), body, None, Some(max));
     let request = Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, requests);
-    match stream::open::<P>(shared, type_url, request, spare) {
+    match stream::open::<P>(shared, type_url, request) {
         Ok(body) => {
             let mut response = http::Response::new(Body::new(body));
             response

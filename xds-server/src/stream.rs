@@ -26,7 +26,7 @@ use xds_core::{type_url, ResourceSet, ResourceSource};
 use crate::auth::{certificate_identities, NodeAuthorizer};
 use crate::body::{self, BodyCache, Frames, ResponseBody};
 use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
-use crate::codec::Spare;
+use crate::codec::Recycle;
 use crate::error::{status_of, status_of_core};
 use crate::metrics::{Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
@@ -73,7 +73,6 @@ pub(crate) fn open<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
     request: Request<Streaming<P::Request>>,
-    spare: Spare<P::Request>,
 ) -> Result<ResponseBody, Status> {
     let identities = request
         .peer_certs()
@@ -97,7 +96,7 @@ pub(crate) fn open<P: Protocol>(
         variant = ?P::VARIANT,
     );
     let requests = request.into_inner();
-    shared.tasks.clone().spawn(run::<P>(shared, info, requests, spare, tx).instrument(span));
+    shared.tasks.clone().spawn(run::<P>(shared, info, requests, tx).instrument(span));
     Ok(ResponseBody::new(rx))
 }
 
@@ -111,7 +110,6 @@ async fn run<P: Protocol>(
     shared: Arc<Shared>,
     info: StreamInfo,
     mut requests: Streaming<P::Request>,
-    spare: Spare<P::Request>,
     tx: mpsc::Sender<Result<Frames, Status>>,
 ) {
     debug!("stream opened");
@@ -157,8 +155,8 @@ async fn run<P: Protocol>(
                     if let Err(status) = on_request(&shared, &mut ctx, &mut machine, &mut watches, &request).await {
                         break Err(status);
                     }
-                    // The next request is decoded into this one's allocations.
-                    *spare.lock() = Some(request);
+                    // A later request is decoded into this one's allocations.
+                    request.give_back();
                 }
                 Ok(None) => break Ok(()),
                 // A request that does not decode or is too large: tell the client why.

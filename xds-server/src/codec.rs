@@ -317,8 +317,13 @@ pub(crate) trait Recycle: Message + Default + Send + 'static {
 /// stream (thousands of idle streams would each keep one).
 const POOL_PER_THREAD: usize = 16;
 
+/// Spare name strings kept per thread: a request with fewer names than the used one it was
+/// decoded into leaves its surplus here for the next longer one.
+const SPARE_NAMES_PER_THREAD: usize = 4096;
+
 thread_local! {
     static SOTW_POOL: std::cell::RefCell<Vec<DiscoveryRequest>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_NAMES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The `resource_names` field number of `DiscoveryRequest`.
@@ -335,7 +340,7 @@ impl Recycle for DiscoveryRequest {
             let (tag, wire_type) = decode_key(buf)?;
             if tag == RESOURCE_NAMES_FIELD {
                 if used == names.len() {
-                    names.push(String::new());
+                    names.push(SPARE_NAMES.with_borrow_mut(Vec::pop).unwrap_or_default());
                 }
                 xds_core::prost::encoding::string::merge(wire_type, &mut names[used], buf, DecodeContext::default())?;
                 used += 1;
@@ -343,7 +348,13 @@ impl Recycle for DiscoveryRequest {
                 self.merge_field(tag, wire_type, buf, DecodeContext::default())?;
             }
         }
-        names.truncate(used);
+        if names.len() > used {
+            SPARE_NAMES.with_borrow_mut(|spare| {
+                let keep = SPARE_NAMES_PER_THREAD.saturating_sub(spare.len());
+                spare.extend(names.drain(used..).take(keep));
+            });
+            names.truncate(used);
+        }
         self.resource_names = names;
         Ok(())
     }

@@ -4,6 +4,8 @@
 //! Register them on your registry with [`ServerBuilder::metrics`](crate::ServerBuilder::metrics)
 //! and serve the registry (the admin router of [`crate::admin`] does).
 
+use std::borrow::Cow;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,13 +23,13 @@ pub(crate) struct VariantLabel {
 /// Labels: a resource type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TypeLabel {
-    pub r#type: String,
+    pub r#type: Cow<'static, str>,
 }
 
 /// Labels: a resource type and what a request was.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabel {
-    pub r#type: String,
+    pub r#type: Cow<'static, str>,
     pub kind: &'static str,
 }
 
@@ -78,6 +80,12 @@ impl Metrics {
     }
 
     pub(crate) fn type_label(t: &str) -> TypeLabel {
-        TypeLabel { r#type: type_url::short_name(t).to_string() }
+        TypeLabel { r#type: Self::type_name(t) }
+    }
+
+    /// The label value of a type: its short name, allocated only for a non-standard type (labels
+    /// are built per request and response).
+    pub(crate) fn type_name(t: &str) -> Cow<'static, str> {
+        type_url::lookup(t).map_or_else(|| Cow::Owned(t.to_string()), |t| Cow::Borrowed(t.short_name))
     }
 }

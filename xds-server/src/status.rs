@@ -18,6 +18,17 @@ fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Sets `slot` to `value`, reusing its allocation.
+fn set_str(slot: &mut Option<String>, value: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(value);
+        }
+        None => *slot = Some(value.to_string()),
+    }
+}
+
 /// The last NACK of a type.
 #[derive(Debug, Clone, Serialize)]
 pub struct NackStatus {
@@ -150,8 +161,12 @@ impl StreamHandle {
         }
     }
 
+    /// Runs `f` on the status of type `t`; allocates only the first time (it runs per request).
     fn with_type(&self, t: &str, f: impl FnOnce(&mut TypeStatus)) {
         let mut s = self.status.lock();
+        if let Some(entry) = s.types.get_mut(t) {
+            return f(entry);
+        }
         let entry = s
             .types
             .entry(t.to_string())
@@ -167,7 +182,7 @@ impl StreamHandle {
 
     pub(crate) fn sent(&self, t: &str, version: &str, bytes: usize) {
         self.with_type(t, |ts| {
-            ts.last_sent_version = Some(version.to_string());
+            set_str(&mut ts.last_sent_version, version);
             ts.last_sent_at = Some(unix_seconds(SystemTime::now()));
             ts.responses += 1;
             ts.bytes += bytes as u64;
@@ -176,7 +191,7 @@ impl StreamHandle {
 
     pub(crate) fn acked(&self, t: &str, version: &str) {
         self.with_type(t, |ts| {
-            ts.last_acked_version = Some(version.to_string());
+            set_str(&mut ts.last_acked_version, version);
             ts.last_acked_at = Some(unix_seconds(SystemTime::now()));
             ts.last_nack = None;
         });

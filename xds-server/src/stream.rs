@@ -260,7 +260,7 @@ async fn on_request<P: Protocol>(
         _ => "other",
     };
     if let Some(m) = &shared.metrics {
-        m.requests.get_or_create(&RequestLabel { r#type: short.to_string(), kind }).inc();
+        m.requests.get_or_create(&RequestLabel { r#type: Metrics::type_name(&applied.type_url), kind }).inc();
     }
     if applied.new_type {
         let node = info.node.clone().unwrap_or_default();

@@ -13,6 +13,10 @@ use xds_benches::load::raise_fd_limit;
 use xds_benches::scenario::{cluster_name, Scenario, UpdateKind};
 use xds_benches::serve::LoadServer;
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serves an xDS load scenario.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -18,13 +18,13 @@
 use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::Frame;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tonic::Status;
 use xds_cache::{DeltaResponse, SotwResponse};
 use xxhash_rust::xxh3::Xxh3;
@@ -62,7 +62,7 @@ impl SharedPart for SotwResponse {
         h.write(self.version.as_bytes());
         h.write_u8(u8::from(self.wrap_ttl) | u8::from(self.heartbeat) << 1);
         for r in &self.resources {
-            h.write_usize(std::sync::Arc::as_ptr(r) as usize);
+            h.write_usize(Arc::as_ptr(r) as usize);
         }
         h.finish()
     }
@@ -73,7 +73,7 @@ impl SharedPart for SotwResponse {
             && self.wrap_ttl == other.wrap_ttl
             && self.heartbeat == other.heartbeat
             && self.resources.len() == other.resources.len()
-            && self.resources.iter().zip(&other.resources).all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+            && self.resources.iter().zip(&other.resources).all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
@@ -84,7 +84,7 @@ impl SharedPart for DeltaResponse {
         h.write(self.system_version.as_bytes());
         for r in &self.resources {
             h.write(r.name.as_bytes());
-            h.write_usize(std::sync::Arc::as_ptr(&r.resource) as usize);
+            h.write_usize(Arc::as_ptr(&r.resource) as usize);
             h.write_u8(u8::from(r.heartbeat));
         }
         for name in &self.removed {
@@ -99,9 +99,11 @@ impl SharedPart for DeltaResponse {
             && self.system_version == other.system_version
             && self.removed == other.removed
             && self.resources.len() == other.resources.len()
-            && self.resources.iter().zip(&other.resources).all(|(a, b)| {
-                a.heartbeat == b.heartbeat && a.name == b.name && std::sync::Arc::ptr_eq(&a.resource, &b.resource)
-            })
+            && self
+                .resources
+                .iter()
+                .zip(&other.resources)
+                .all(|(a, b)| a.heartbeat == b.heartbeat && a.name == b.name && Arc::ptr_eq(&a.resource, &b.resource))
     }
 }
 
@@ -194,17 +196,106 @@ pub(crate) fn encode<R: SharedPart>(r: &R, cache: &BodyCache<R>) -> Result<(Fram
     Ok((Frames { head: head.freeze(), shared }, len))
 }
 
+/// What the stream task hands to the HTTP body: a response, or the status ending the stream.
+type Item = Result<Frames, Status>;
+
+/// The single slot between a stream task and its HTTP body (a channel of capacity one, without
+/// the per-stream block of slots a tokio channel allocates).
+#[derive(Default)]
+struct Slot {
+    item: Option<Item>,
+    /// The body is gone (the client left or the connection closed).
+    body_dropped: bool,
+    /// The stream task is done; the body ends with OK after the last item.
+    task_done: bool,
+    body_waker: Option<Waker>,
+    task_waker: Option<Waker>,
+}
+
+fn store(waker: &mut Option<Waker>, cx: &Context<'_>) {
+    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *waker = Some(cx.waker().clone());
+    }
+}
+
+/// The body is gone: nothing sent on this stream will be read.
+#[derive(Debug)]
+pub(crate) struct BodyDropped;
+
+/// The stream task's end of the slot.
+pub(crate) struct Outbox {
+    slot: Arc<Mutex<Slot>>,
+}
+
+/// A stream's outbox and the HTTP body that sends what is put into it.
+pub(crate) fn outbox() -> (Outbox, ResponseBody) {
+    let slot = Arc::new(Mutex::new(Slot::default()));
+    (Outbox { slot: slot.clone() }, ResponseBody { slot, next: None, done: false })
+}
+
+impl Outbox {
+    /// Waits until the slot is free: the previous response has been taken by HTTP/2.
+    pub(crate) async fn ready(&self) -> Result<(), BodyDropped> {
+        std::future::poll_fn(|cx| {
+            let mut slot = self.slot.lock();
+            if slot.body_dropped {
+                Poll::Ready(Err(BodyDropped))
+            } else if slot.item.is_none() {
+                Poll::Ready(Ok(()))
+            } else {
+                store(&mut slot.task_waker, cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Puts an item into the slot; call after [`ready`](Self::ready) (an item still in the slot
+    /// is replaced).
+    pub(crate) fn send(&self, item: Item) {
+        let waker = {
+            let mut slot = self.slot.lock();
+            slot.item = Some(item);
+            slot.body_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let waker = {
+            let mut slot = self.slot.lock();
+            slot.task_done = true;
+            slot.body_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
 /// The HTTP body of a streaming response: the frames the stream task sends, then the trailers
 /// with the stream's gRPC status.
 pub(crate) struct ResponseBody {
-    rx: mpsc::Receiver<Result<Frames, Status>>,
+    slot: Arc<Mutex<Slot>>,
     next: Option<Bytes>,
     done: bool,
 }
 
-impl ResponseBody {
-    pub(crate) fn new(rx: mpsc::Receiver<Result<Frames, Status>>) -> Self {
-        Self { rx, next: None, done: false }
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let waker = {
+            let mut slot = self.slot.lock();
+            slot.body_dropped = true;
+            slot.item = None;
+            slot.task_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -231,7 +322,21 @@ impl http_body::Body for ResponseBody {
         if this.done {
             return Poll::Ready(None);
         }
-        let status = match ready!(this.rx.poll_recv(cx)) {
+        let (item, waker) = {
+            let mut slot = this.slot.lock();
+            match slot.item.take() {
+                Some(item) => (Some(item), slot.task_waker.take()),
+                None if slot.task_done => (None, None),
+                None => {
+                    store(&mut slot.body_waker, cx);
+                    return Poll::Pending;
+                }
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        let status = match item {
             Some(Ok(frames)) => {
                 this.next = frames.shared;
                 return Poll::Ready(Some(Ok(Frame::data(frames.head))));
@@ -241,7 +346,6 @@ impl http_body::Body for ResponseBody {
             None => Status::ok(""),
         };
         this.done = true;
-        this.rx.close();
         Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
     }
 
@@ -379,17 +483,21 @@ mod tests {
     #[tokio::test]
     async fn the_body_yields_frames_then_trailers_with_the_status() {
         use http_body::Body as _;
-        let (tx, rx) = mpsc::channel(2);
-        let mut body = ResponseBody::new(rx);
+        let (task, mut body) = outbox();
         let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
         let (frames, _) = encode(&response(resources, "1"), &BodyCache::default()).expect("encodes");
         let expected = message(&frames);
-        tx.send(Ok(frames)).await.expect("sent");
-        tx.send(Err(Status::unavailable("going away"))).await.expect("sent");
-        drop(tx);
+        task.ready().await.expect("free");
+        task.send(Ok(frames));
         let mut data = Vec::new();
         let mut trailers = None;
+        let mut outbox = Some(task);
         for _ in 0..10 {
+            // Once the response is taken, the stream ends with an error.
+            if let Some(o) = outbox.take_if(|o| o.slot.lock().item.is_none()) {
+                o.ready().await.expect("free again");
+                o.send(Err(Status::unavailable("going away")));
+            }
             let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await else { break };
             let frame = frame.expect("no error");
             match frame.into_data() {
@@ -402,5 +510,20 @@ mod tests {
         assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]));
         assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"going%20away"[..]));
         assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn the_task_learns_when_the_body_is_gone_and_a_finished_task_ends_the_body_ok() {
+        use http_body::Body as _;
+        let (task, body) = outbox();
+        task.send(Err(Status::internal("x")));
+        drop(body);
+        assert!(task.ready().await.is_err(), "the client is gone");
+
+        let (task, mut body) = outbox();
+        drop(task);
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let trailers = frame.expect("a frame").expect("no error").into_trailers().expect("trailers");
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
     }
 }

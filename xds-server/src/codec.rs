@@ -292,7 +292,7 @@ impl<T: Message + Default> Decoder for ProstDecoder<T> {
     }
 }
 
-fn malformed(e: &DecodeError) -> Status {
+pub(crate) fn malformed(e: &DecodeError) -> Status {
     Status::invalid_argument(format!("malformed request: it is not a valid protobuf message: {e}"))
 }
 
@@ -373,30 +373,6 @@ impl Recycle for DiscoveryRequest {
 }
 
 impl Recycle for DeltaDiscoveryRequest {}
-
-/// Decodes a stream's requests into used messages (see [`Recycle`]).
-pub(crate) struct RecyclingDecoder<T>(PhantomData<fn() -> T>);
-
-impl<T> Default for RecyclingDecoder<T> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<T: Recycle> Decoder for RecyclingDecoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn buffer_settings(&self) -> BufferSettings {
-        buffer_settings()
-    }
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        let mut msg = T::take_used();
-        msg.decode_into(src).map_err(|e| malformed(&e))?;
-        Ok(Some(msg))
-    }
-}
 
 #[cfg(test)]
 mod tests {

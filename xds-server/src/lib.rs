@@ -38,6 +38,7 @@ mod error;
 mod fetch;
 mod metrics;
 mod protocol;
+mod requests;
 mod server;
 mod service;
 mod status;

@@ -10,13 +10,14 @@ use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::metadata::MetadataMap;
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use xds_cache::{DeltaStream, SotwResponse, SotwStream};
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;
 
-use crate::codec::{RecyclingDecoder, XdsCodec};
+use crate::codec::XdsCodec;
 use crate::protocol::Protocol;
+use crate::requests::Requests;
 use crate::stream::{self, Shared};
 
 /// One gRPC discovery service: its full name and the type it serves (`None` for ADS).
@@ -125,8 +126,9 @@ impl UnaryService<DiscoveryRequest> for FetchMethod {
     }
 }
 
-/// A streaming method: requests decoded by tonic, responses written by [`crate::body`] (tonic's
-/// encoder would keep a buffer per stream and copy every response into it).
+/// A streaming method: requests read by [`crate::requests`], responses written by
+/// [`crate::body`] (tonic's decoder and encoder would keep two buffers per stream, and copy every
+/// response into one).
 fn serve<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
@@ -139,8 +141,7 @@ fn serve<P: Protocol>(
         .into_http();
     }
     let (parts, body) = req.into_parts();
-    let max = shared.config.max_receive_message_size;
-    let requests = Streaming::new_request(RecyclingDecoder::<P::Request>::default(), body, None, Some(max));
+    let requests = Requests::new(body, shared.config.max_receive_message_size);
     let request = Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, requests);
     match stream::open::<P>(shared, type_url, request) {
         Ok(body) => {

@@ -1,10 +1,10 @@
 //! The stream driver: one task per gRPC stream, owning the stream's protocol state machine.
 //!
 //! The task waits on three things at once: the client's next request, the next resource set of
-//! any type the stream watches, and capacity on the response channel (only while the state
-//! machine has something to send). The channel holds a single response: when the client reads
-//! slowly the task stops building responses, the watches keep only the latest set, and the next
-//! response is built from the latest state once the client catches up. No lock is held across
+//! any type the stream watches, and room in its outbox (only while the state machine has
+//! something to send). The outbox ([`crate::body`]) holds a single response: when the client
+//! reads slowly the task stops building responses, the watches keep only the latest set, and the
+//! next response is built from the latest state once the client catches up. No lock is held across
 //! an await; a stream never waits on another.
 
 use std::collections::HashMap;
@@ -13,23 +13,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Status, Streaming};
+use tonic::{Request, Status};
 use tracing::{debug, info, warn, Instrument};
 use xds_cache::RequestKind;
 use xds_core::{type_url, ResourceSet, ResourceSource};
 
 use crate::auth::{certificate_identities, NodeAuthorizer};
-use crate::body::{self, BodyCache, Frames, ResponseBody};
+use crate::body::{self, BodyCache, Outbox, ResponseBody};
 use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
 use crate::codec::Recycle;
 use crate::error::{status_of, status_of_core};
 use crate::metrics::{Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
+use crate::requests::Requests;
 use crate::status::{ClientRegistry, StreamHandle};
 
 /// Limits and settings every stream reads.
@@ -72,7 +72,7 @@ pub(crate) fn names_for_log<'a>(names: impl ExactSizeIterator<Item = &'a str>) -
 pub(crate) fn open<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
-    request: Request<Streaming<P::Request>>,
+    request: Request<Requests<P::Request>>,
 ) -> Result<ResponseBody, Status> {
     let identities = request
         .peer_certs()
@@ -87,7 +87,7 @@ pub(crate) fn open<P: Protocol>(
         identities,
     };
     shared.callbacks.on_stream_open(&info)?;
-    let (tx, rx) = mpsc::channel(1);
+    let (outbox, body) = body::outbox();
     let span = tracing::debug_span!(
         "xds_stream",
         id = info.id,
@@ -96,8 +96,8 @@ pub(crate) fn open<P: Protocol>(
         variant = ?P::VARIANT,
     );
     let requests = request.into_inner();
-    shared.tasks.clone().spawn(run::<P>(shared, info, requests, tx).instrument(span));
-    Ok(ResponseBody::new(rx))
+    shared.tasks.clone().spawn(run::<P>(shared, info, requests, outbox).instrument(span));
+    Ok(body)
 }
 
 fn peer_str(peer: Option<SocketAddr>) -> String {
@@ -106,12 +106,7 @@ fn peer_str(peer: Option<SocketAddr>) -> String {
 
 type Watches = StreamMap<Arc<str>, WatchStream<Option<Arc<ResourceSet>>>>;
 
-async fn run<P: Protocol>(
-    shared: Arc<Shared>,
-    info: StreamInfo,
-    mut requests: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<Frames, Status>>,
-) {
+async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: Requests<P::Request>, outbox: Outbox) {
     debug!("stream opened");
     let variant = match P::VARIANT {
         Variant::Sotw => "sotw",
@@ -138,13 +133,15 @@ async fn run<P: Protocol>(
         tokio::select! {
             biased;
             () = shared.shutdown.cancelled() => break Err(Status::unavailable("the xDS server is shutting down; reconnect to another replica")),
-            permit = tx.reserve(), if machine.wants_to_send() => {
-                let Ok(permit) = permit else { break Ok(()) }; // the client went away
+            ready = outbox.ready(), if machine.wants_to_send() => {
+                if ready.is_err() {
+                    break Ok(()); // the client went away
+                }
                 if let Some(response) = machine.next_response() {
                     match body::encode(&response, P::bodies(&shared)) {
                         Ok((frames, bytes)) => {
                             on_response::<P>(&shared, &mut ctx, &response, bytes);
-                            permit.send(Ok(frames));
+                            outbox.send(Ok(frames));
                         }
                         Err(status) => break Err(status),
                     }
@@ -160,7 +157,7 @@ async fn run<P: Protocol>(
                 }
                 Ok(None) => break Ok(()),
                 // A request that does not decode or is too large: tell the client why.
-                Err(status) if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted) => {
+                Err(status) if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Unimplemented) => {
                     break Err(status);
                 }
                 Err(status) => {
@@ -183,7 +180,12 @@ async fn run<P: Protocol>(
         Err(status) => {
             info!(code = ?status.code(), message = status.message(), "stream closed with error");
             // Best effort: a client that stopped reading must not keep the task alive.
-            let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status.clone()))).await;
+            let ended = async {
+                if outbox.ready().await.is_ok() {
+                    outbox.send(Err(status.clone()));
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), ended).await;
         }
     }
     shared.clients.close(ctx.info.id);

@@ -47,7 +47,12 @@ impl AckState {
                 RequestKind::Nack { detail: status.message.clone() }
             }
             None => {
-                self.acked_version = acked_version.map(Arc::from).or_else(|| self.sent_version.clone());
+                self.acked_version = match acked_version {
+                    // The usual ACK names the version sent: share it.
+                    Some(v) if self.sent_version.as_deref() == Some(v) => self.sent_version.clone(),
+                    Some(v) => Some(Arc::from(v)),
+                    None => self.sent_version.clone(),
+                };
                 self.nack = None;
                 RequestKind::Ack
             }

@@ -35,6 +35,8 @@
 //! type that allows it (LDS, CDS, SRDS); the legacy wildcard ends when explicit names are
 //! subscribed, an explicit `*` only when `*` is unsubscribed.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -78,8 +80,8 @@ struct TypeState {
     wildcard: bool,
     /// The wildcard came from an empty first request, not from `*`.
     legacy_wildcard: bool,
-    /// Explicit subscriptions: canonical name → the name as the client spelled it.
-    names: BTreeMap<Arc<str>, Arc<str>>,
+    /// Explicit subscriptions.
+    names: Names,
     /// Collection globs: (canonical path prefix, canonical query) → the name as requested.
     globs: BTreeMap<(String, String), Arc<str>>,
     /// Canonical names to answer in the next response whether or not they changed.
@@ -131,8 +133,7 @@ impl DeltaStream {
     /// Applies one request. Errors end the stream (missing node, missing or wrong type URL).
     pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, Error> {
         check_node(&mut self.node, req.node.as_ref())?;
-        let type_url = resolve_type(&self.fixed_type, &req.type_url)?;
-        let new_type = !self.types.contains_key(&type_url);
+        let (type_url, new_type) = resolve_type(&self.fixed_type, &req.type_url, &self.types)?;
         let state = self.types.entry(type_url.clone()).or_default();
 
         // Rule 12: the nonce correlates ACK/NACK only; subscription changes apply regardless.
@@ -162,6 +163,7 @@ impl DeltaStream {
         }
 
         let mut changed = false;
+        let mut subscribed = Vec::new();
         for name in &req.resource_names_subscribe {
             changed = true;
             if name == WILDCARD {
@@ -174,16 +176,23 @@ impl DeltaStream {
                 state.pending_globs.push(glob.clone());
                 state.globs.insert(glob, Arc::from(name.as_str()));
             } else {
-                let canonical: Arc<str> = Arc::from(&*canonical_name(name));
+                let requested: Arc<str> = Arc::from(name.as_str());
+                let canonical = match canonical_name(name) {
+                    Cow::Borrowed(_) => requested.clone(),
+                    Cow::Owned(canonical) => canonical.into(),
+                };
                 state.pending.insert(canonical.clone());
-                state.names.insert(canonical, Arc::from(name.as_str()));
+                subscribed.push((canonical, requested));
             }
         }
+        state.names.extend(subscribed);
         if state.legacy_wildcard && !state.names.is_empty() {
             // Explicit names end the legacy wildcard.
             state.wildcard = false;
             state.legacy_wildcard = false;
         }
+        // Positions in `names` of the explicit names unsubscribed, removed after the loop.
+        let mut dropped = BTreeSet::new();
         for name in &req.resource_names_unsubscribe {
             if name == WILDCARD {
                 changed |= state.wildcard;
@@ -193,7 +202,7 @@ impl DeltaStream {
                 changed |= state.globs.remove(&glob).is_some();
             } else {
                 let canonical = canonical_name(name);
-                let was_explicit = state.names.remove(&*canonical).is_some();
+                let was_explicit = state.names.position(&canonical).is_ok_and(|i| dropped.insert(i));
                 if state.wildcard {
                     // Rule 15: the wildcard still covers it; the client dropped it.
                     state.pending.insert(Arc::from(&*canonical));
@@ -203,6 +212,7 @@ impl DeltaStream {
                 }
             }
         }
+        state.names.remove_positions(&dropped);
         if changed {
             state.waiting = true;
             state.dirty = true;
@@ -272,15 +282,12 @@ impl DeltaStream {
             // again for them; answering the same names unasked covers clients that do not
             // (the common case where the EDS service name is the cluster name).
             if &**t == type_url::CLUSTER {
-                let updated: Vec<Arc<str>> = resources
-                    .iter()
-                    .filter(|r| !r.heartbeat)
-                    .map(|r| Arc::from(&*canonical_name(r.resource.name())))
-                    .collect();
-                if let Some(eds) = self.types.get_mut(type_url::ENDPOINT) {
-                    for name in updated.into_iter().filter(|n| eds.names.contains_key(n) && eds.base.is_some()) {
-                        eds.pending.insert(name);
-                        eds.dirty = true;
+                if let Some(eds) = self.types.get_mut(type_url::ENDPOINT).filter(|eds| eds.base.is_some()) {
+                    for r in resources.iter().filter(|r| !r.heartbeat) {
+                        if let Some(name) = eds.names.canonical(&canonical_name(r.resource.name())) {
+                            eds.pending.insert(name.clone());
+                            eds.dirty = true;
+                        }
                     }
                 }
             }
@@ -317,7 +324,7 @@ impl DeltaStream {
 
     /// The explicitly subscribed names of a type, as the client spelled them.
     pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
-        self.types.get(type_url).into_iter().flat_map(|s| s.names.values().map(|n| &**n))
+        self.types.get(type_url).into_iter().flat_map(|s| s.names.requested())
     }
 
     /// The types this stream has requested.
@@ -326,32 +333,249 @@ impl DeltaStream {
     }
 }
 
-/// Builds one response: name → entry, so that no name appears twice (rule 17).
-#[derive(Default)]
-struct Builder {
-    upserts: BTreeMap<Arc<str>, DeltaResource>,
-    removed: BTreeSet<Arc<str>>,
+/// Explicit subscriptions of a type: (canonical name, name as the client spelled it), ordered
+/// by canonical name, each once.
+///
+/// A sorted vector, walked alongside a resource set's diff in one ordered pass. The two names
+/// are one shared string when the client spelled the name canonically; once the name was found
+/// in a resource set, that string is the set's own (see [`NameLookup`]), so a stream holds no
+/// copy of its own and the next walk recognises it by address.
+#[derive(Debug, Default)]
+struct Names(Vec<(Arc<str>, Arc<str>)>);
+
+impl Names {
+    fn position(&self, canonical: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(name, _)| (**name).cmp(canonical))
+    }
+
+    /// The stream's copy of a subscribed canonical name.
+    fn canonical(&self, canonical: &str) -> Option<&Arc<str>> {
+        self.position(canonical).ok().map(|i| &self.0[i].0)
+    }
+
+    /// The name as the client spelled it.
+    fn get(&self, canonical: &str) -> Option<&Arc<str>> {
+        self.position(canonical).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Every name as the client spelled it, ordered by canonical name.
+    fn requested(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, requested)| &**requested)
+    }
+
+    fn contains(&self, canonical: &str) -> bool {
+        self.position(canonical).is_ok()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `(canonical, requested)` names in one merge; a name already subscribed (or listed
+    /// twice) takes the latest spelling.
+    fn extend(&mut self, mut added: Vec<(Arc<str>, Arc<str>)>) {
+        if added.is_empty() {
+            return;
+        }
+        added.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the same name stays in request order
+        added.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut earlier.1);
+            }
+            same
+        });
+        let mut merged = Vec::with_capacity(self.0.len() + added.len());
+        let mut old = std::mem::take(&mut self.0).into_iter().peekable();
+        for (canonical, requested) in added {
+            while let Some(before) = old.next_if(|(name, _)| *name < canonical) {
+                merged.push(before);
+            }
+            let entry = match old.next_if(|(name, _)| *name == canonical) {
+                // Spelled canonically: keep sharing one string.
+                Some((name, _)) if Arc::ptr_eq(&requested, &canonical) => (name.clone(), name),
+                Some((name, _)) => (name, requested),
+                None => (canonical, requested),
+            };
+            merged.push(entry);
+        }
+        merged.extend(old);
+        self.0 = merged;
+    }
+
+    /// Removes the names at these positions.
+    fn remove_positions(&mut self, positions: &BTreeSet<usize>) {
+        if positions.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        self.0.retain(|_| {
+            let keep = !positions.contains(&i);
+            i += 1;
+            keep
+        });
+    }
+}
+
+/// Finds ascending canonical names among the explicit subscriptions: by walking them alongside
+/// when there are not many more of them than names to find, else by one lookup each. A name
+/// found by walking takes the set's copy of it (see [`Names`]).
+struct NameLookup<'a> {
+    names: &'a mut [(Arc<str>, Arc<str>)],
+    /// Walking: the position of the next name to compare.
+    next: Option<usize>,
+}
+
+/// Explicit names at most this many times more numerous than the names to find are walked.
+const WALK_RATIO: usize = 8;
+
+impl<'a> NameLookup<'a> {
+    fn new(names: &'a mut Names, lookups: usize) -> Self {
+        let walk = names.0.len() <= lookups.saturating_mul(WALK_RATIO);
+        Self { names: &mut names.0, next: walk.then_some(0) }
+    }
+
+    /// The name as the client spelled it, if `canonical` is subscribed; `set_name` is the
+    /// set's own copy of `canonical`, when known. Names must come in ascending order.
+    fn get(&mut self, canonical: &str, set_name: Option<&Arc<str>>) -> Option<Arc<str>> {
+        let Some(next) = &mut self.next else {
+            let i = self.names.binary_search_by(|(name, _)| (**name).cmp(canonical)).ok()?;
+            return Some(self.names[i].1.clone());
+        };
+        while let Some((name, requested)) = self.names.get_mut(*next) {
+            let order = match set_name {
+                Some(set_name) if Arc::ptr_eq(set_name, name) => Ordering::Equal,
+                _ => (**name).cmp(canonical),
+            };
+            match order {
+                Ordering::Less => *next += 1,
+                Ordering::Equal => {
+                    if let Some(set_name) = set_name.filter(|s| !Arc::ptr_eq(s, name)) {
+                        if Arc::ptr_eq(requested, name) {
+                            *requested = set_name.clone();
+                        }
+                        *name = set_name.clone();
+                    }
+                    return Some(requested.clone());
+                }
+                Ordering::Greater => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Whether one of the collection globs matches `canonical`.
+fn in_glob(globs: &BTreeMap<(String, String), Arc<str>>, canonical: &str) -> bool {
+    globs.keys().any(|(prefix, query)| glob_matches(prefix, query, canonical))
+}
+
+/// Builds one response, ordered by name, so that no name appears twice (rule 17): a later
+/// upsert replaces an earlier entry of the same name, a heartbeat never replaces an entry, and
+/// a removal never replaces an upsert.
+///
+/// Entries usually come in ascending order of name, each name once (one pass over a diff or a
+/// set): they are then simply appended. The first entry out of order moves them into maps keyed
+/// by name, which apply the rules above.
+enum Builder {
+    /// Every name so far came after the previous one.
+    Sorted {
+        upserts: Vec<DeltaResource>,
+        removed: Vec<Arc<str>>,
+        /// The last name appended is in `removed` (else in `upserts`).
+        last_removed: bool,
+    },
+    /// Name → entry.
+    Map { upserts: BTreeMap<Arc<str>, DeltaResource>, removed: BTreeSet<Arc<str>> },
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::Sorted { upserts: Vec::new(), removed: Vec::new(), last_removed: false }
+    }
+}
+
+/// What [`Builder`] is given for a name.
+enum Entry<'a> {
+    Upsert(&'a Arc<EncodedResource>),
+    Heartbeat(&'a Arc<EncodedResource>),
+    Remove,
 }
 
 impl Builder {
     fn upsert(&mut self, name: Arc<str>, resource: &Arc<EncodedResource>) {
-        self.removed.remove(&name);
-        self.upserts.insert(name.clone(), DeltaResource { name, resource: resource.clone(), heartbeat: false });
+        self.add(name, Entry::Upsert(resource));
     }
 
     fn heartbeat(&mut self, name: Arc<str>, resource: &Arc<EncodedResource>) {
-        if !self.removed.contains(&name) {
-            self.upserts.entry(name.clone()).or_insert_with(|| DeltaResource {
-                name,
-                resource: resource.clone(),
-                heartbeat: true,
-            });
-        }
+        self.add(name, Entry::Heartbeat(resource));
     }
 
     fn remove(&mut self, name: Arc<str>) {
-        if !self.upserts.contains_key(&name) {
-            self.removed.insert(name);
+        self.add(name, Entry::Remove);
+    }
+
+    fn add(&mut self, name: Arc<str>, entry: Entry<'_>) {
+        if let Builder::Sorted { upserts, removed, last_removed } = self {
+            let last = if *last_removed { removed.last() } else { upserts.last().map(|u| &u.name) };
+            if last.is_none_or(|last| *last < name) {
+                *last_removed = matches!(entry, Entry::Remove);
+                match entry {
+                    Entry::Upsert(r) => upserts.push(DeltaResource { name, resource: r.clone(), heartbeat: false }),
+                    Entry::Heartbeat(r) => upserts.push(DeltaResource { name, resource: r.clone(), heartbeat: true }),
+                    Entry::Remove => removed.push(name),
+                }
+                return;
+            }
+            *self = Builder::Map {
+                upserts: std::mem::take(upserts).into_iter().map(|u| (u.name.clone(), u)).collect(),
+                removed: std::mem::take(removed).into_iter().collect(),
+            };
+        }
+        let Builder::Map { upserts, removed } = self else {
+            return;
+        };
+        match entry {
+            Entry::Upsert(r) => {
+                removed.remove(&name);
+                upserts.insert(name.clone(), DeltaResource { name, resource: r.clone(), heartbeat: false });
+            }
+            Entry::Heartbeat(r) => {
+                if !removed.contains(&name) {
+                    upserts.entry(name.clone()).or_insert_with(|| DeltaResource {
+                        name,
+                        resource: r.clone(),
+                        heartbeat: true,
+                    });
+                }
+            }
+            Entry::Remove => {
+                if !upserts.contains_key(&name) {
+                    removed.insert(name);
+                }
+            }
+        }
+    }
+
+    /// Room for `additional` more resources.
+    fn reserve(&mut self, additional: usize) {
+        if let Builder::Sorted { upserts, .. } = self {
+            upserts.reserve(additional);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Builder::Sorted { upserts, removed, .. } => upserts.is_empty() && removed.is_empty(),
+            Builder::Map { upserts, removed } => upserts.is_empty() && removed.is_empty(),
+        }
+    }
+
+    /// The resources and the removed names, each ordered by name.
+    fn finish(self) -> (Vec<DeltaResource>, Vec<Arc<str>>) {
+        match self {
+            Builder::Sorted { upserts, removed, .. } => (upserts, removed),
+            Builder::Map { upserts, removed } => (upserts.into_values().collect(), removed.into_iter().collect()),
         }
     }
 }
@@ -370,13 +594,11 @@ impl TypeState {
     }
 
     fn covers(&self, canonical: &str) -> bool {
-        self.wildcard
-            || self.names.contains_key(canonical)
-            || self.globs.keys().any(|(prefix, query)| glob_matches(prefix, query, canonical))
+        self.wildcard || self.names.contains(canonical) || in_glob(&self.globs, canonical)
     }
 
     /// What to send now: `None` when nothing is due.
-    fn compute(&self) -> Option<(Vec<DeltaResource>, Vec<Arc<str>>)> {
+    fn compute(&mut self) -> Option<(Vec<DeltaResource>, Vec<Arc<str>>)> {
         let latest = self.latest.as_ref()?;
         let mut out = Builder::default();
         let first = self.base.is_none();
@@ -407,18 +629,29 @@ impl TypeState {
                 }
             }
             Some(base) => {
-                for change in latest.diff(base) {
+                let changes = latest.diff(base);
+                out.reserve(changes.len());
+                // The diff comes ordered by canonical name, like the explicit names.
+                let mut explicit = NameLookup::new(&mut self.names, changes.len());
+                // Not explicit: the resource's own name, if the wildcard or a glob covers it.
+                let implicit = |canonical: &str, own: &Arc<str>| {
+                    (self.wildcard || in_glob(&self.globs, canonical)).then(|| own.clone())
+                };
+                for change in changes {
                     match change {
                         Change::Upsert(r) => {
                             let canonical = canonical_name(r.name());
-                            if self.covers(&canonical) {
-                                let canonical: Arc<str> = Arc::from(&*canonical);
-                                out.upsert(self.reply_name(&canonical, Some(r)), r);
+                            // The set holds the resource under its own name when it is canonical.
+                            let set_name = matches!(canonical, Cow::Borrowed(_)).then(|| r.name_arc());
+                            let reply =
+                                explicit.get(&canonical, set_name).or_else(|| implicit(&canonical, r.name_arc()));
+                            if let Some(reply) = reply {
+                                out.upsert(reply, r);
                             }
                         }
                         Change::Remove(name) => {
-                            if self.covers(name) {
-                                out.remove(self.reply_name(name, None));
+                            if let Some(reply) = explicit.get(name, Some(name)).or_else(|| implicit(name, name)) {
+                                out.remove(reply);
                             }
                         }
                     }
@@ -426,7 +659,7 @@ impl TypeState {
                 if self.pending_all {
                     for (name, r) in latest.names().zip(latest.iter()) {
                         let held =
-                            self.names.contains_key(name) && base.get(name).map(|b| b.version()) == Some(r.version());
+                            self.names.contains(name) && base.get(name).map(|b| b.version()) == Some(r.version());
                         if !held {
                             out.upsert(self.reply_name(name, Some(r)), r);
                         }
@@ -465,10 +698,10 @@ impl TypeState {
             }
         }
         let first_wildcard = first && self.wildcard;
-        if out.upserts.is_empty() && out.removed.is_empty() && !first_wildcard {
+        if out.is_empty() && !first_wildcard {
             return None;
         }
-        Some((out.upserts.into_values().collect(), out.removed.into_iter().collect()))
+        Some(out.finish())
     }
 }
 
@@ -744,6 +977,33 @@ mod tests {
     }
 
     #[test]
+    fn one_update_among_many_explicit_names_sends_exactly_that_resource() {
+        let mut s = DeltaStream::ads();
+        let many: Vec<(String, String)> = (0..100).map(|i| (format!("c{i}"), "1".to_string())).collect();
+        let names: Vec<&str> = many.iter().map(|(n, _)| n.as_str()).collect();
+        s.on_request(&req(EDS, &names, &[], "")).expect("first");
+        let spec: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let first = set(EDS, &spec);
+        s.on_resources(EDS, Some(first.clone()));
+        let r = s.next_response().expect("all");
+        assert_eq!(r.resources.len(), 100);
+        s.on_request(&ack(EDS, &r)).expect("ack");
+        let mut next = (*first).clone();
+        for (name, version) in [("c42", "2"), ("c7", "2"), ("other", "1")] {
+            let c = Cluster { name: name.into(), alt_stat_name: version.into(), ..Default::default() };
+            next.insert(EncodedResource::new(EDS, name, c.encode_to_vec()));
+            s.on_resources(EDS, Some(Arc::new(next.clone())));
+            if name == "other" {
+                assert!(s.next_response().is_none(), "not subscribed");
+            } else {
+                let r = s.next_response().expect("one");
+                assert_eq!(sent(&r), [name]);
+                s.on_request(&ack(EDS, &r)).expect("ack");
+            }
+        }
+    }
+
+    #[test]
     fn nothing_before_the_source_has_resources_and_empty_wildcard_is_answered() {
         let mut s = DeltaStream::ads();
         s.on_request(&req(CDS, &[], &[], "")).expect("first");
@@ -822,7 +1082,77 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        /// One step of a client: a request editing its subscription, or a new set.
+        #[derive(Debug, Clone)]
+        enum Step {
+            Edit { subscribe: Vec<u8>, unsubscribe: Vec<u8> },
+            Publish(Vec<(u8, u8)>),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (prop::collection::vec(0u8..12, 0..6), prop::collection::vec(0u8..12, 0..4))
+                    .prop_map(|(subscribe, unsubscribe)| Step::Edit { subscribe, unsubscribe }),
+                prop::collection::vec((0u8..12, 0u8..3), 0..12).prop_map(Step::Publish),
+            ]
+        }
+
         proptest! {
+            /// Whatever the edits of the subscription (duplicates, a name subscribed and
+            /// unsubscribed in one request, ...), the subscription is what the requests say, and
+            /// once the client ACKed every response its view (dropping what it unsubscribed)
+            /// equals the latest set restricted to the subscription.
+            #[test]
+            fn subscription_edits_converge(steps in prop::collection::vec(step(), 1..25)) {
+                let name = |n: &u8| format!("r{n}");
+                let mut s = DeltaStream::ads();
+                s.on_request(&req(EDS, &["r0"], &[], "")).expect("first");
+                let mut subscribed: BTreeSet<String> = ["r0".to_string()].into();
+                let mut view: BTreeMap<String, String> = BTreeMap::new();
+                let mut latest = set(EDS, &[]);
+                s.on_resources(EDS, Some(latest.clone()));
+                let mut nonce = String::new();
+                for st in steps {
+                    match st {
+                        Step::Edit { subscribe, unsubscribe } => {
+                            let sub: Vec<String> = subscribe.iter().map(name).collect();
+                            let unsub: Vec<String> = unsubscribe.iter().map(name).collect();
+                            let sub_refs: Vec<&str> = sub.iter().map(String::as_str).collect();
+                            let unsub_refs: Vec<&str> = unsub.iter().map(String::as_str).collect();
+                            s.on_request(&req(EDS, &sub_refs, &unsub_refs, &nonce)).expect("edit");
+                            subscribed.extend(sub);
+                            for n in unsub {
+                                subscribed.remove(&n);
+                                view.remove(&n);
+                            }
+                            prop_assert_eq!(s.subscribed(EDS).collect::<Vec<_>>(), subscribed.iter().map(String::as_str).collect::<Vec<_>>());
+                        }
+                        Step::Publish(spec) => {
+                            let spec: Vec<(String, String)> = spec.iter().map(|(n, v)| (name(n), v.to_string())).collect();
+                            let refs: Vec<(&str, &str)> = spec.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                            latest = set(EDS, &refs);
+                            s.on_resources(EDS, Some(latest.clone()));
+                        }
+                    }
+                    while let Some(r) = s.next_response() {
+                        for x in &r.resources {
+                            view.insert(x.name.to_string(), x.resource.version().to_string());
+                        }
+                        for x in &r.removed {
+                            view.remove(&**x);
+                        }
+                        nonce = r.nonce.to_string();
+                        s.on_request(&ack(EDS, &r)).expect("ack");
+                    }
+                    let expected: BTreeMap<String, String> = latest
+                        .iter()
+                        .filter(|r| subscribed.contains(r.name()))
+                        .map(|r| (r.name().to_string(), r.version().to_string()))
+                        .collect();
+                    prop_assert_eq!(&view, &expected);
+                }
+            }
+
             /// Whatever the sequence of updates, after every ACKed response the client's view
             /// (applying upserts and removals) equals the latest set restricted to its
             /// subscription; nonces never repeat; no name appears twice in a response.

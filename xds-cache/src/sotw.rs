@@ -21,7 +21,8 @@
 //! 7. Wildcard: `*` among the names, or a first request with no names for a type that allows the
 //!    legacy wildcard (LDS, CDS, SRDS). Once explicit names were sent, an empty list means
 //!    nothing.
-//! 8. Only subscribed names are sent for explicit subscriptions.
+//! 8. Only subscribed names are sent for explicit subscriptions, each resource once (`xdstp://`
+//!    names are compared in canonical form, context parameters in any order).
 //! 9. Full-state types (LDS, CDS, SRDS) send every subscribed resource in each response, so a
 //!    resource missing from it is a delete; such types also answer when none exist.
 //! 10. Newly subscribed names are always answered, even when unchanged since an earlier
@@ -32,12 +33,14 @@
 //! On ADS, types are answered in make-before-break order: clusters, endpoints, listeners, routes
 //! (rule 19).
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
-use xds_core::{type_url, EncodedResource, ResourceSet};
+use xds_core::{canonical_name, type_url, EncodedResource, ResourceSet};
 
 use crate::ack::{ready_in_order, AckState};
 use crate::Error;
@@ -113,7 +116,7 @@ struct TypeState {
     wildcard: bool,
     /// Explicit names have been requested at least once (ends the legacy wildcard).
     explicit_seen: bool,
-    names: BTreeSet<Arc<str>>,
+    names: Subscription,
     /// Explicit names were unsubscribed since the last response (a full-state type answers
     /// with what remains).
     narrowed: bool,
@@ -133,6 +136,142 @@ struct TypeState {
     /// Nonce, sent and ACKed versions, last NACK.
     ack: AckState,
     sent: Option<Sent>,
+}
+
+/// The explicit names of a type.
+///
+/// Kept as sorted canonical names, the order in which resource sets hold them, so a response is
+/// collected in one ordered pass; a name found by walking a resource set becomes the set's own
+/// string (see [`TypeState::due`]), so streams share names instead of holding copies. How the
+/// last request listed the names is kept too, as positions among them where it can be, so that
+/// the common ACK repeating the subscription is recognised by one comparison.
+#[derive(Debug, Default)]
+struct Subscription {
+    /// Canonical names ([`canonical_name`]), sorted, each once.
+    keys: Vec<Arc<str>>,
+    /// How the last request listed the names (without `*`).
+    listed: Listed,
+}
+
+/// How a request listed the names of a [`Subscription`].
+#[derive(Debug, Default)]
+enum Listed {
+    /// As `keys`.
+    #[default]
+    Keys,
+    /// As `keys` at these positions, in this order (another order, or duplicates).
+    Positions(Vec<usize>),
+    /// As these names: some `xdstp://` names were not in canonical form.
+    Names(Vec<Arc<str>>),
+}
+
+impl Subscription {
+    /// Whether `names` lists exactly what the last request listed, in the same order: the
+    /// common ACK repeating the subscription, recognised without building a set of names.
+    fn is_listed_by(&self, names: &[String]) -> bool {
+        let names = names.iter().filter(|n| *n != WILDCARD).map(String::as_str);
+        match &self.listed {
+            Listed::Keys => names.eq(self.keys.iter().map(|n| &**n)),
+            Listed::Positions(positions) => names.eq(positions.iter().map(|&i| &*self.keys[i])),
+            Listed::Names(listed) => names.eq(listed.iter().map(|n| &**n)),
+        }
+    }
+
+    /// The names as requested, each once, ordered.
+    fn requested(&self) -> BTreeSet<Arc<str>> {
+        match &self.listed {
+            // Every key is listed (at some position).
+            Listed::Keys | Listed::Positions(_) => self.keys.iter().cloned().collect(),
+            Listed::Names(names) => names.iter().cloned().collect(),
+        }
+    }
+
+    /// The names as requested, each once, ordered, borrowed.
+    fn requested_names(&self) -> Vec<&str> {
+        match &self.listed {
+            Listed::Keys | Listed::Positions(_) => self.keys.iter().map(|n| &**n).collect(),
+            Listed::Names(names) => {
+                let mut names: Vec<&str> = names.iter().map(|n| &**n).collect();
+                names.sort_unstable();
+                names.dedup();
+                names
+            }
+        }
+    }
+
+    /// Replaces the names with those of a request (without `*`), as listed.
+    fn set(&mut self, listed: Vec<Arc<str>>) {
+        let canonical: Vec<Arc<str>> = listed
+            .iter()
+            .map(|n| match canonical_name(n) {
+                Cow::Borrowed(_) => n.clone(),
+                Cow::Owned(canonical) => canonical.into(),
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..canonical.len()).collect();
+        order.sort_by(|&a, &b| canonical[a].cmp(&canonical[b]));
+        let mut keys: Vec<Arc<str>> = Vec::with_capacity(canonical.len());
+        let mut positions = vec![0; canonical.len()];
+        for i in order {
+            if keys.last() != Some(&canonical[i]) {
+                keys.push(canonical[i].clone());
+            }
+            positions[i] = keys.len() - 1;
+        }
+        self.listed = if canonical.iter().zip(&listed).any(|(c, n)| !Arc::ptr_eq(c, n)) {
+            Listed::Names(listed)
+        } else if positions.iter().enumerate().all(|(i, &p)| i == p) {
+            Listed::Keys
+        } else {
+            Listed::Positions(positions)
+        };
+        self.keys = keys;
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.listed = Listed::Keys;
+    }
+}
+
+/// Finds ascending canonical names in a resource set: by walking the set alongside them when
+/// they are many compared with the set, else by one lookup each (a walk costs the size of the
+/// set, lookups their number times its depth).
+struct SortedLookup<'a, I: Iterator> {
+    set: &'a ResourceSet,
+    walk: Option<std::iter::Peekable<I>>,
+}
+
+/// A [`SortedLookup`] of `keys` names in `set`.
+fn sorted_lookup(
+    set: &ResourceSet,
+    keys: usize,
+) -> SortedLookup<'_, impl Iterator<Item = (&Arc<str>, &Arc<EncodedResource>)>> {
+    let walk = set.len() <= keys.saturating_mul(WALK_RATIO);
+    SortedLookup { set, walk: walk.then(|| set.entries().peekable()) }
+}
+
+/// A set at most this many times larger than the names looked up in it is walked.
+const WALK_RATIO: usize = 8;
+
+impl<'a, I: Iterator<Item = (&'a Arc<str>, &'a Arc<EncodedResource>)>> SortedLookup<'a, I> {
+    /// The resource named `key`, with the set's own copy of the name when the set was walked;
+    /// keys must come in ascending order.
+    fn get(&mut self, key: &Arc<str>) -> (Option<&'a Arc<EncodedResource>>, Option<&'a Arc<str>>) {
+        let Some(walk) = &mut self.walk else {
+            return (self.set.get(key), None);
+        };
+        while let Some(&(name, resource)) = walk.peek() {
+            let order = if Arc::ptr_eq(name, key) { Ordering::Equal } else { (**name).cmp(&**key) };
+            match order {
+                Ordering::Less => {}
+                Ordering::Equal => return (Some(resource), Some(name)),
+                Ordering::Greater => return (None, None),
+            }
+            walk.next();
+        }
+        (None, None)
+    }
 }
 
 /// What was last sent for a type: enough to tell whether new resources differ.
@@ -180,8 +319,7 @@ impl SotwStream {
                 .as_ref()
                 .is_some_and(|n| SOTW_TTL_FEATURES.iter().all(|f| xds_core::has_client_feature(n, f)));
         }
-        let type_url = resolve_type(&self.fixed_type, &req.type_url)?;
-        let new_type = !self.types.contains_key(&type_url);
+        let (type_url, new_type) = resolve_type(&self.fixed_type, &req.type_url, &self.types)?;
         let state = self.types.entry(type_url.clone()).or_default();
 
         // Rules 2, 3, 5: ACK, NACK (by error_detail) or stale (not the latest nonce).
@@ -204,21 +342,18 @@ impl SotwStream {
         }
         // The common request is an ACK repeating the subscription: recognised without building
         // a new set of names.
-        let mut requested: Vec<&str> =
-            req.resource_names.iter().map(String::as_str).filter(|n| *n != WILDCARD).collect();
-        requested.sort_unstable();
-        requested.dedup();
-        let same = requested.len() == state.names.len() && requested.iter().zip(&state.names).all(|(r, n)| *r == &**n);
-        if !same {
-            let explicit: BTreeSet<Arc<str>> =
+        if !state.names.is_listed_by(&req.resource_names) {
+            let listed: Vec<Arc<str>> =
                 req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
+            let explicit: BTreeSet<Arc<str>> = listed.iter().cloned().collect();
+            let before = state.names.requested();
             // Rule 10: names not subscribed before must be answered.
-            for name in explicit.difference(&state.names) {
+            for name in explicit.difference(&before) {
                 state.new_names.insert(name.clone());
             }
             state.new_names.retain(|n| explicit.contains(n));
-            state.narrowed |= state.names.iter().any(|n| !explicit.contains(n));
-            state.names = explicit;
+            state.narrowed |= before.iter().any(|n| !explicit.contains(n));
+            state.names.set(listed);
         }
         state.waiting = true;
         state.dirty = true;
@@ -321,7 +456,7 @@ impl SotwStream {
 
     /// The explicitly subscribed names of a type.
     pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
-        self.types.get(type_url).into_iter().flat_map(|s| s.names.iter().map(|n| &**n))
+        self.types.get(type_url).into_iter().flat_map(|s| s.names.requested_names())
     }
 
     /// The types this stream has requested.
@@ -350,15 +485,25 @@ pub(crate) fn check_node(remembered: &mut Option<Node>, node: Option<&Node>) -> 
     Ok(())
 }
 
-/// The type of a request: mandatory on ADS, implied (and checked) on per-type streams.
-pub(crate) fn resolve_type(fixed: &Option<Arc<str>>, requested: &str) -> Result<Arc<str>, Error> {
-    match (fixed, requested) {
-        (None, "") => Err(Error::MissingTypeUrl),
-        (None, t) => Ok(t.into()),
-        (Some(fixed), "") => Ok(fixed.clone()),
-        (Some(fixed), t) if &**fixed == t => Ok(fixed.clone()),
-        (Some(fixed), t) => Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
-    }
+/// The type of a request: mandatory on ADS, implied (and checked) on per-type streams. Returns
+/// the stream's own copy of the type URL, and whether the stream sees the type for the first
+/// time (it is not among the `known` types).
+pub(crate) fn resolve_type<S>(
+    fixed: &Option<Arc<str>>,
+    requested: &str,
+    known: &BTreeMap<Arc<str>, S>,
+) -> Result<(Arc<str>, bool), Error> {
+    let t = match (fixed, requested) {
+        (None, "") => return Err(Error::MissingTypeUrl),
+        (None, t) => t,
+        (Some(fixed), "") => fixed,
+        (Some(fixed), t) if &**fixed == t => fixed,
+        (Some(fixed), t) => return Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
+    };
+    Ok(match known.get_key_value(t) {
+        Some((known, _)) => (known.clone(), false),
+        None => (t.into(), true),
+    })
 }
 
 impl TypeState {
@@ -368,7 +513,7 @@ impl TypeState {
 
     /// The resources to send now and whether their content changed (`false`: a heartbeat), or
     /// `None` when nothing is due.
-    fn due(&self, heartbeat: bool) -> Option<Due<'_>> {
+    fn due(&mut self, heartbeat: bool) -> Option<Due<'_>> {
         if !self.waiting {
             return None;
         }
@@ -380,25 +525,45 @@ impl TypeState {
                 return None;
             }
         }
+        // For explicit names: whether one of them differs from what was sent, found in the same
+        // ordered pass that collects them (only when the set did change and nothing else tells).
+        let keys = &mut self.names.keys;
+        let mut compare = match &self.sent {
+            Some(sent) if !self.wildcard && !sent.wildcard && !self.narrowed && sent.set.version() != set.version() => {
+                Some(sorted_lookup(&sent.set, keys.len()))
+            }
+            _ => None,
+        };
+        let mut differs = false;
         let resources: Vec<Arc<EncodedResource>> = if self.wildcard {
             set.iter().cloned().collect()
         } else {
-            self.names.iter().filter_map(|n| set.get(n).cloned()).collect()
+            let mut now = sorted_lookup(set, keys.len());
+            let mut resources = Vec::with_capacity(keys.len().min(set.len()));
+            for key in keys.iter_mut() {
+                let (resource, name) = now.get(key);
+                if let Some(sent) = &mut compare {
+                    if sent.get(key).0.map(|r| r.version_arc()) != resource.map(|r| r.version_arc()) {
+                        differs = true;
+                        compare = None;
+                    }
+                }
+                // Hold the set's copy of the name: the next walk finds it by address, and the
+                // stream keeps no copy of its own.
+                if let Some(name) = name.filter(|n| !Arc::ptr_eq(n, key)) {
+                    *key = name.clone();
+                }
+                resources.extend(resource.cloned());
+            }
+            resources
         };
         let (answer, changed) = match &self.sent {
             // Nothing sent since the last fresh request: answer (full state even when empty).
             None => (full_state || !resources.is_empty(), true),
             Some(sent) => {
                 let new_present = self.new_names.iter().any(|n| set.contains(n));
-                let changed = if self.wildcard || sent.wildcard {
-                    !unchanged_wildcard(sent)
-                } else {
-                    self.narrowed
-                        || (sent.set.version() != set.version()
-                            && self.names.iter().any(|n| {
-                                sent.set.get(n).map(|r| r.version_arc()) != set.get(n).map(|r| r.version_arc())
-                            }))
-                };
+                let changed =
+                    if self.wildcard || sent.wildcard { !unchanged_wildcard(sent) } else { self.narrowed || differs };
                 let answer = changed
                     || new_present
                     || (full_state && !self.new_names.is_empty())
@@ -650,6 +815,39 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_listing_the_names_in_another_order_changes_nothing() {
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &["b", "a", "b"], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1), ("b", 1)])));
+        let r1 = s.next_response().expect("a, b");
+        assert_eq!(names(&r1), ["a", "b"]);
+        assert_eq!(s.subscribed(EDS).collect::<Vec<_>>(), ["a", "b"]);
+        for listed in [&["b", "a", "b"][..], &["a", "b"], &["b", "a"]] {
+            s.on_request(&req(EDS, listed, &r1.version, &r1.nonce)).expect("ack");
+            assert!(s.next_response().is_none(), "{listed:?} is the same subscription");
+        }
+    }
+
+    #[test]
+    fn rule21_xdstp_names_in_any_parameter_order_are_one_resource() {
+        let canonical = "xdstp://auth/envoy.config.endpoint.v3.ClusterLoadAssignment/c?a=1&b=2";
+        let other = "xdstp://auth/envoy.config.endpoint.v3.ClusterLoadAssignment/c?b=2&a=1";
+        let mut s = SotwStream::ads();
+        s.on_request(&req(EDS, &[other, canonical], "", "")).expect("eds");
+        s.on_resources(EDS, Some(endpoints(&[(canonical, 1), ("d", 1)])));
+        let r1 = s.next_response().expect("found");
+        assert_eq!(names(&r1), [canonical], "sent once");
+        assert_eq!(s.subscribed(EDS).collect::<Vec<_>>(), [canonical, other], "as requested");
+        s.on_request(&req(EDS, &[other, canonical], &r1.version, &r1.nonce)).expect("ack");
+        assert!(s.next_response().is_none());
+        s.on_resources(EDS, Some(endpoints(&[(canonical, 2), ("d", 1)])));
+        let r2 = s.next_response().expect("changed");
+        s.on_request(&req(EDS, &[other], &r2.version, &r2.nonce)).expect("one spelling dropped");
+        assert_eq!(s.subscribed(EDS).collect::<Vec<_>>(), [other]);
+        assert_eq!(names(&s.next_response().expect("narrowed")), [canonical]);
+    }
+
+    #[test]
     fn rule10_missing_names_are_remembered_and_sent_when_they_appear() {
         let mut s = SotwStream::ads();
         s.on_request(&req(EDS, &["x"], "", "")).expect("eds");
@@ -843,6 +1041,48 @@ mod tests {
                         prop_assert!(s.next_response().is_none(), "second response without a request");
                         last = Some(r);
                     }
+                }
+            }
+
+            /// A response holds exactly the subscribed resources that exist, each once, whether
+            /// the set is small or large next to the subscription; after an ACK, a new set is
+            /// answered exactly when a subscribed resource changed, appeared or went away.
+            #[test]
+            fn responses_hold_exactly_the_subscribed_resources(
+                first in prop::collection::vec((0u8..40, 1u32..4), 0..40),
+                second in prop::collection::vec((0u8..40, 1u32..4), 0..40),
+                subscribed in prop::collection::vec(0u8..40, 1..8),
+            ) {
+                let publish = |spec: &[(u8, u32)]| {
+                    let spec: Vec<(String, u32)> = spec.iter().map(|(n, v)| (format!("c{n}"), *v)).collect();
+                    endpoints(&spec.iter().map(|(n, v)| (n.as_str(), *v)).collect::<Vec<_>>())
+                };
+                let listed: Vec<String> = subscribed.iter().map(|n| format!("c{n}")).collect();
+                let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+                let expected = |set: &ResourceSet| {
+                    let mut held: Vec<&str> = listed.iter().copied().filter(|n| set.contains(n)).collect();
+                    held.sort_unstable();
+                    held.dedup();
+                    held
+                };
+                let (first, second) = (publish(&first), publish(&second));
+                let mut s = SotwStream::ads();
+                s.on_request(&req(EDS, &listed, "", "")).expect("first");
+                s.on_resources(EDS, Some(first.clone()));
+                let Some(r) = s.next_response() else {
+                    prop_assert!(expected(&first).is_empty());
+                    return Ok(());
+                };
+                prop_assert_eq!(names(&r), expected(&first));
+                s.on_request(&req(EDS, &listed, &r.version, &r.nonce)).expect("ack");
+                s.on_resources(EDS, Some(second.clone()));
+                let changed = listed.iter().any(|n| first.get(n).map(|r| r.version()) != second.get(n).map(|r| r.version()));
+                match s.next_response() {
+                    Some(r) => {
+                        prop_assert!(changed);
+                        prop_assert_eq!(names(&r), expected(&second));
+                    }
+                    None => prop_assert!(!changed),
                 }
             }
 

@@ -171,6 +171,11 @@ impl ResourceSet {
         self.resources.keys()
     }
 
+    /// All resources with their canonical names, ordered by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<EncodedResource>)> {
+        self.resources.iter()
+    }
+
     /// What changed from `older` to `self`: upserts and removals, ordered by name.
     ///
     /// Subtrees shared between the two sets are skipped, so diffing two versions of a large set

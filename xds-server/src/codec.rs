@@ -265,8 +265,8 @@ impl<T: WireMessage> Encoder for WireEncoder<T> {
     }
 }
 
-/// Small initial buffers: thousands of mostly idle streams each keep one encode and one decode
-/// buffer, and tonic's 8 KiB default would dominate a stream's memory. Buffers grow on demand.
+/// Small initial buffers for the unary `Fetch*` methods, the only ones served through tonic's
+/// codec (streams use [`crate::body`] and [`crate::requests`]). Buffers grow on demand.
 fn buffer_settings() -> BufferSettings {
     BufferSettings::new(1024, 32 * 1024)
 }

@@ -374,3 +374,54 @@ async fn malformed_request_gets_invalid_argument() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("malformed request"), "{}", status.message());
 }
+
+#[tokio::test]
+async fn streams_sent_the_same_update_each_get_it_whole_with_their_own_nonces() {
+    // Large enough (40 CLAs x 30 endpoints) that the response body is encoded once and shared.
+    let server = TestServer::start().await;
+    let names: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let endpoints = |n: usize| refs.iter().map(|c| (*c, n)).collect::<Vec<_>>();
+    server.cache.set_snapshot("n1", snapshot(&[], &endpoints(30)));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut c = AdsClient::connect(server.addr).await.expect("open");
+        c.send(request(Some("n1"), ENDPOINT, &refs, "", "")).await;
+        let first = c.recv().await;
+        c.send(request(None, ENDPOINT, &refs, &first.version_info, &first.nonce)).await;
+        clients.push((c, first));
+    }
+    server.cache.set_snapshot("n1", snapshot(&[], &endpoints(31)));
+    let mut bodies = Vec::new();
+    for (c, first) in &mut clients {
+        let update = c.recv().await;
+        assert_ne!(update.nonce, first.nonce, "rule 1");
+        assert_ne!(update.version_info, first.version_info);
+        assert_eq!(resource_names(&update), refs);
+        use xds_core::prost::Message;
+        let cla = ClusterLoadAssignment::decode(update.resources[0].value.as_slice()).expect("a ClusterLoadAssignment");
+        assert_eq!(cla.endpoints.len(), 31, "the new version");
+        bodies.push(update.resources);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "every stream got the same resources");
+}
+
+#[tokio::test]
+async fn compressed_requests_are_refused_with_a_clear_status() {
+    use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let server = TestServer::start().await;
+    let mut client =
+        AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr)).await.expect("connect");
+    let requests = futures::stream::iter([request(Some("n1"), CLUSTER, &[], "", "")]);
+    let mut req = tonic::Request::new(requests);
+    req.metadata_mut().insert("grpc-encoding", "gzip".parse().expect("header value"));
+    let status = match client.stream_aggregated_resources(req).await {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            tokio::time::timeout(xds_tests::WAIT, stream.message()).await.expect("in time").expect_err("refused")
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("uncompressed"), "{}", status.message());
+}

@@ -129,10 +129,14 @@ async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: R
     let mut heartbeats = tokio::time::interval(shared.config.heartbeat_interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeats.reset();
+    // Registered with the server's token once: a `cancelled()` future made per iteration would
+    // take the token's lock twice per request and response of every stream.
+    let shutdown = shared.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     let result: Result<(), Status> = loop {
         tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => break Err(Status::unavailable("the xDS server is shutting down; reconnect to another replica")),
+            () = &mut shutdown => break Err(Status::unavailable("the xDS server is shutting down; reconnect to another replica")),
             ready = outbox.ready(), if machine.wants_to_send() => {
                 if ready.is_err() {
                     break Ok(()); // the client went away

@@ -233,11 +233,17 @@ impl DeltaStream {
     /// response. The driver calls this at an interval shorter than the TTLs it serves.
     pub fn on_heartbeat(&mut self) {
         for state in self.types.values_mut() {
-            if state.base.is_some() && state.latest.as_ref().is_some_and(|l| l.has_ttl()) {
+            if state.holds_ttl() {
                 state.heartbeat_due = true;
                 state.dirty = true;
             }
         }
+    }
+
+    /// Whether [`on_heartbeat`](Self::on_heartbeat) would do anything: some type holds
+    /// resources with a TTL. The driver runs its heartbeat timer only then.
+    pub fn needs_heartbeats(&self) -> bool {
+        self.types.values().any(TypeState::holds_ttl)
     }
 
     /// Whether [`next_response`](Self::next_response) has something to evaluate.
@@ -581,6 +587,11 @@ impl Builder {
 }
 
 impl TypeState {
+    /// Something was sent and the latest resources carry TTLs: heartbeats are due.
+    fn holds_ttl(&self) -> bool {
+        self.base.is_some() && self.latest.as_ref().is_some_and(|l| l.has_ttl())
+    }
+
     fn ready(&self) -> bool {
         self.dirty && self.waiting && self.latest.is_some()
     }
@@ -1039,6 +1050,7 @@ mod tests {
     fn rule20_ttl_heartbeats() {
         let mut s = DeltaStream::ads();
         s.on_request(&req(EDS, &["a", "b"], &[], "")).expect("first");
+        assert!(!s.needs_heartbeats(), "nothing held yet");
         let ttl = Some(std::time::Duration::from_secs(30));
         let a = EncodedResource::new(EDS, "a", b"a".to_vec()).with_ttl(ttl);
         let b = EncodedResource::new(EDS, "b", b"b".to_vec());
@@ -1046,6 +1058,7 @@ mod tests {
         let r = s.next_response().expect("first");
         assert!(r.resources.iter().all(|x| !x.heartbeat));
         s.on_request(&ack(EDS, &r)).expect("ack");
+        assert!(s.needs_heartbeats());
         s.on_heartbeat();
         let hb = s.next_response().expect("heartbeat");
         assert_eq!(sent(&hb), ["a"], "only resources with a TTL");
@@ -1060,6 +1073,7 @@ mod tests {
         assert_eq!(sent(&r), ["a"]);
         assert!(!r.resources[0].heartbeat && r.resources[0].resource.ttl().is_none());
         s.on_request(&ack(EDS, &r)).expect("ack");
+        assert!(!s.needs_heartbeats(), "no TTL left: the driver stops its timer");
         s.on_heartbeat();
         assert!(s.next_response().is_none(), "no TTL left, no heartbeat");
     }

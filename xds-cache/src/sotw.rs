@@ -420,11 +420,18 @@ impl SotwStream {
             return;
         }
         for state in self.types.values_mut() {
-            if state.sent.is_some() && state.latest.as_ref().is_some_and(|l| l.has_ttl()) {
+            if state.holds_ttl() {
                 state.heartbeat_due = true;
                 state.dirty = true;
             }
         }
+    }
+
+    /// Whether [`on_heartbeat`](Self::on_heartbeat) would do anything: the client takes TTL
+    /// wrappers and holds resources with a TTL. The driver runs its heartbeat timer only then, so
+    /// thousands of streams without TTLs never wake up for it.
+    pub fn needs_heartbeats(&self) -> bool {
+        self.wrap_ttl && self.types.values().any(TypeState::holds_ttl)
     }
 
     /// Whether [`next_response`](Self::next_response) has something to evaluate: a type that
@@ -507,6 +514,11 @@ pub(crate) fn resolve_type<S>(
 }
 
 impl TypeState {
+    /// Something was sent and the latest resources carry TTLs: heartbeats are due.
+    fn holds_ttl(&self) -> bool {
+        self.sent.is_some() && self.latest.as_ref().is_some_and(|l| l.has_ttl())
+    }
+
     fn ready(&self) -> bool {
         self.dirty && self.waiting && self.latest.is_some()
     }
@@ -922,6 +934,7 @@ mod tests {
         let r = plain.next_response().expect("first");
         assert!(!r.wrap_ttl, "no wrappers without the client features");
         plain.on_request(&req(EDS, &["a", "b"], &r.version, &r.nonce)).expect("ack");
+        assert!(!plain.needs_heartbeats(), "no timer for a client without the features");
         plain.on_heartbeat();
         assert!(plain.next_response().is_none(), "no heartbeats either");
 
@@ -931,9 +944,11 @@ mod tests {
             n.client_features = SOTW_TTL_FEATURES.iter().map(|f| f.to_string()).collect();
         }
         s.on_request(&first).expect("first");
+        assert!(!s.needs_heartbeats(), "nothing sent yet");
         s.on_resources(EDS, Some(set));
         let r = s.next_response().expect("first");
         assert!(r.wrap_ttl && !r.heartbeat);
+        assert!(s.needs_heartbeats());
         s.on_request(&req(EDS, &["a", "b"], &r.version, &r.nonce)).expect("ack");
         assert!(s.next_response().is_none());
         s.on_heartbeat();

@@ -29,6 +29,7 @@ pub(crate) trait Protocol: Send + 'static {
     fn on_resources(&mut self, type_url: &str, set: Option<Arc<ResourceSet>>);
     fn wants_to_send(&self) -> bool;
     fn on_heartbeat(&mut self);
+    fn needs_heartbeats(&self) -> bool;
     fn next_response(&mut self) -> Option<Self::Response>;
     fn node(&self) -> Option<&Node>;
     fn last_nack(&self, type_url: &str) -> Option<&Nack>;
@@ -67,6 +68,9 @@ impl Protocol for SotwStream {
     }
     fn on_heartbeat(&mut self) {
         SotwStream::on_heartbeat(self);
+    }
+    fn needs_heartbeats(&self) -> bool {
+        SotwStream::needs_heartbeats(self)
     }
     fn next_response(&mut self) -> Option<SotwResponse> {
         SotwStream::next_response(self)
@@ -124,6 +128,9 @@ impl Protocol for DeltaStream {
     }
     fn on_heartbeat(&mut self) {
         DeltaStream::on_heartbeat(self);
+    }
+    fn needs_heartbeats(&self) -> bool {
+        DeltaStream::needs_heartbeats(self)
     }
     fn next_response(&mut self) -> Option<DeltaResponse> {
         DeltaStream::next_response(self)

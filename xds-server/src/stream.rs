@@ -128,12 +128,18 @@ async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: R
     let mut watches = Watches::new();
     let mut heartbeats = tokio::time::interval(shared.config.heartbeat_interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeats.reset();
+    // The timer runs only while the stream holds resources with a TTL.
+    let mut heartbeats_armed = false;
     // Registered with the server's token once: a `cancelled()` future made per iteration would
     // take the token's lock twice per request and response of every stream.
     let shutdown = shared.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
     let result: Result<(), Status> = loop {
+        let needs_heartbeats = machine.needs_heartbeats();
+        if needs_heartbeats && !heartbeats_armed {
+            heartbeats.reset(); // the first heartbeat one interval from now
+        }
+        heartbeats_armed = needs_heartbeats;
         tokio::select! {
             biased;
             () = &mut shutdown => break Err(Status::unavailable("the xDS server is shutting down; reconnect to another replica")),
@@ -169,7 +175,7 @@ async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: R
                     break Ok(());
                 }
             },
-            _ = heartbeats.tick() => machine.on_heartbeat(),
+            _ = heartbeats.tick(), if needs_heartbeats => machine.on_heartbeat(),
             Some((type_url, resources)) = watches.next(), if !watches.is_empty() => {
                 if let Some(set) = &resources {
                     debug!(r#type = type_url::short_name(&type_url), version = set.version(), resources = set.len(), "new resources");

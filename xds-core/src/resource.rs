@@ -51,7 +51,7 @@ named_by! {
 /// One resource, encoded once: type URL, name, version and the `Any` bytes every stream shares.
 ///
 /// Cloning is cheap (reference counts only).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Eq)]
 pub struct EncodedResource {
     type_url: Arc<str>,
     name: Arc<str>,
@@ -62,6 +62,24 @@ pub struct EncodedResource {
     ttl: Option<Duration>,
     /// Whether the version was set explicitly (else it follows content and TTL).
     explicit_version: bool,
+}
+
+/// Every field equal; the fields that usually differ (the version, then the name) are compared
+/// first and the encoded bytes last, so comparing two versions of a resource (as set diffs do)
+/// stops early.
+impl PartialEq for EncodedResource {
+    fn eq(&self, other: &Self) -> bool {
+        if std::ptr::eq(self, other) {
+            return true;
+        }
+        self.version == other.version
+            && self.name == other.name
+            && self.ttl == other.ttl
+            && self.explicit_version == other.explicit_version
+            && self.value_offset == other.value_offset
+            && self.type_url == other.type_url
+            && self.any == other.any
+    }
 }
 
 impl EncodedResource {

@@ -9,8 +9,10 @@
 //!   stream's own;
 //! - the *shared part*: every other field (version, resources, type URL; see [`crate::codec`]),
 //!   looked up in a [`BodyCache`] by the identity of what it holds (the same resource `Arc`s, the
-//!   same version) and encoded only on a miss. Ten thousand streams sent the same update share
-//!   one allocation; HTTP/2 writes it to each socket from that allocation, without a copy.
+//!   same version) and encoded only on a miss; it is kept once a second stream needs it, so a
+//!   body only one stream gets (per-node configuration) does not churn the cache. Ten thousand
+//!   streams sent the same update share one allocation; HTTP/2 writes it to each socket from
+//!   that allocation, without a copy.
 //!
 //! Small responses (under [`MIN_SHARED`] bytes) are written into one chunk of their own: sharing
 //! them would cost more than it saves.
@@ -39,6 +41,8 @@ const SHARDS: usize = 8;
 const SHARD_ENTRIES: usize = 8;
 /// Bytes of bodies kept per shard; a larger body is encoded for each stream and not kept.
 const SHARD_BYTES: usize = 8 << 20;
+/// Hashes of bodies seen once remembered per shard.
+const SEEN_ONCE: usize = 64;
 
 /// One response, ready for HTTP/2.
 #[derive(Debug)]
@@ -117,6 +121,9 @@ pub(crate) struct BodyCache<R> {
 struct Shard<R> {
     entries: VecDeque<Entry<R>>,
     bytes: usize,
+    /// Hashes of bodies encoded once and not kept: a body is kept when a second stream needs
+    /// it, so bodies only one stream gets (per-node configuration) never churn the cache.
+    seen_once: VecDeque<u64>,
 }
 
 struct Entry<R> {
@@ -127,7 +134,11 @@ struct Entry<R> {
 
 impl<R> Default for BodyCache<R> {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard { entries: VecDeque::new(), bytes: 0 })).collect() }
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard { entries: VecDeque::new(), bytes: 0, seen_once: VecDeque::new() }))
+                .collect(),
+        }
     }
 }
 
@@ -156,6 +167,15 @@ impl<R: SharedPart> BodyCache<R> {
         // Another stream may have encoded the same body meanwhile: share one copy.
         if let Some(existing) = shard.find(hash, r) {
             return existing;
+        }
+        if let Some(i) = shard.seen_once.iter().position(|h| *h == hash) {
+            shard.seen_once.remove(i);
+        } else {
+            if shard.seen_once.len() == SEEN_ONCE {
+                shard.seen_once.pop_front();
+            }
+            shard.seen_once.push_back(hash);
+            return body;
         }
         shard.bytes += len;
         shard.entries.push_back(Entry { hash, response: r.clone(), body: body.clone() });
@@ -419,10 +439,14 @@ mod tests {
     fn streams_sent_the_same_resources_share_one_body() {
         let cache = BodyCache::default();
         let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        let (first, _) = encode(&response(resources.clone(), "5"), &cache).expect("encodes");
+        assert_eq!(cache.len(), 0, "a body one stream needs is not kept");
         let (a, len_a) = encode(&response(resources.clone(), "1"), &cache).expect("encodes");
+        assert_eq!(cache.len(), 1, "kept once a second stream needs it");
         let (b, _) = encode(&response(resources.clone(), "22"), &cache).expect("encodes");
         let (sa, sb) = (a.shared.as_ref().expect("shared"), b.shared.as_ref().expect("shared"));
-        assert_eq!(sa.as_ptr(), sb.as_ptr(), "one allocation for both streams");
+        assert_eq!(sa.as_ptr(), sb.as_ptr(), "one allocation for the streams that follow");
+        assert_eq!(first.shared.as_deref(), a.shared.as_deref(), "the same bytes");
         assert_eq!(cache.len(), 1);
         assert_eq!(len_a, message(&a).len() - 5);
         let (da, db) = (decode(&a), decode(&b));
@@ -438,22 +462,28 @@ mod tests {
     #[test]
     fn different_resources_or_versions_are_not_confused() {
         let cache = BodyCache::default();
+        // Each response is encoded for two streams, so that every one is kept.
+        let twice = |r: &SotwResponse| {
+            encode(r, &cache).expect("encodes");
+            encode(r, &cache).expect("encodes").0
+        };
         let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
-        let (a, _) = encode(&response(resources.clone(), "1"), &cache).expect("encodes");
+        let a = twice(&response(resources.clone(), "1"));
         // Same content, but another resource object (another version of the set): not shared.
         let mut other = resources.clone();
         other[3] = cla("c3", 3000);
-        let (b, _) = encode(&response(other, "2"), &cache).expect("encodes");
+        let b = twice(&response(other, "2"));
         assert_ne!(a.shared.as_ref().map(|s| s.as_ptr()), b.shared.as_ref().map(|s| s.as_ptr()));
         // A subset.
-        let (c, _) = encode(&response(resources[..10].to_vec(), "3"), &cache).expect("encodes");
+        let c = twice(&response(resources[..10].to_vec(), "3"));
         assert_eq!(decode(&c).resources.len(), 10);
         // Another version string.
         let mut v2 = response(resources.clone(), "4");
         v2.version = "v2".into();
-        let (d, _) = encode(&v2, &cache).expect("encodes");
+        let d = twice(&v2);
         assert_eq!(decode(&d).version_info, "v2");
         assert_eq!(decode(&a).version_info, "v1");
+        assert_eq!(decode(&twice(&response(resources.clone(), "5"))).resources.len(), 20);
         assert_eq!(cache.len(), 4);
     }
 
@@ -475,6 +505,7 @@ mod tests {
         for v in 0..(SHARDS * SHARD_ENTRIES * 3) {
             let mut r = response(resources.clone(), "1");
             r.version = v.to_string().into();
+            encode(&r, &cache).expect("encodes");
             encode(&r, &cache).expect("encodes");
         }
         assert!(cache.len() <= SHARDS * SHARD_ENTRIES);

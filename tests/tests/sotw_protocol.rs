@@ -349,6 +349,17 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
+/// The status a refused stream ends with: at once, or as its first message.
+async fn refusal<T>(result: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>) -> tonic::Status {
+    match result {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            tokio::time::timeout(xds_tests::WAIT, stream.message()).await.expect("in time").expect_err("refused")
+        }
+    }
+}
+
 #[tokio::test]
 async fn malformed_request_gets_invalid_argument() {
     let server = TestServer::start().await;
@@ -363,14 +374,7 @@ async fn malformed_request_gets_invalid_argument() {
         "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
     );
     let garbage = futures::stream::iter([vec![0xff_u8, 0xff, 0xff, 0xff]]);
-    let result = grpc.streaming(tonic::Request::new(garbage), path, RawCodec).await;
-    let status = match result {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            tokio::time::timeout(xds_tests::WAIT, stream.message()).await.expect("in time").expect_err("refused")
-        }
-    };
+    let status = refusal(grpc.streaming(tonic::Request::new(garbage), path, RawCodec).await).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("malformed request"), "{}", status.message());
 }
@@ -415,13 +419,7 @@ async fn compressed_requests_are_refused_with_a_clear_status() {
     let requests = futures::stream::iter([request(Some("n1"), CLUSTER, &[], "", "")]);
     let mut req = tonic::Request::new(requests);
     req.metadata_mut().insert("grpc-encoding", "gzip".parse().expect("header value"));
-    let status = match client.stream_aggregated_resources(req).await {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            tokio::time::timeout(xds_tests::WAIT, stream.message()).await.expect("in time").expect_err("refused")
-        }
-    };
+    let status = refusal(client.stream_aggregated_resources(req).await).await;
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     assert!(status.message().contains("uncompressed"), "{}", status.message());
 }

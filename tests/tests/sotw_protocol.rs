@@ -350,7 +350,9 @@ impl tonic::codec::Decoder for RawCodec {
 }
 
 /// The status a refused stream ends with: at once, or as its first message.
-async fn refusal<T>(result: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>) -> tonic::Status {
+async fn refusal<T: std::fmt::Debug>(
+    result: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> tonic::Status {
     match result {
         Err(status) => status,
         Ok(response) => {

@@ -347,11 +347,16 @@ impl SotwStream {
                 req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
             let explicit: BTreeSet<Arc<str>> = listed.iter().cloned().collect();
             let before = state.names.requested();
-            // Rule 10: names not subscribed before must be answered.
-            for name in explicit.difference(&before) {
-                state.new_names.insert(name.clone());
-            }
+            // Rule 10: names not subscribed before must be answered; names still to be answered
+            // but no longer requested are dropped first (usually there are none, and the new
+            // names are then built in one go from the sorted difference).
             state.new_names.retain(|n| explicit.contains(n));
+            let added = explicit.difference(&before).cloned();
+            if state.new_names.is_empty() {
+                state.new_names = added.collect();
+            } else {
+                state.new_names.extend(added);
+            }
             state.narrowed |= before.iter().any(|n| !explicit.contains(n));
             state.names.set(listed);
         }

@@ -39,8 +39,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn callback(callbacks: &dyn Callbacks, stream: &StreamInfo, req: &Self::Request) -> Result<(), Status>;
     /// The request's fields worth a debug line: (version, nonce, names).
     fn describe(req: &Self::Request) -> (String, &str, String);
-    /// What the callbacks and logs say about a response (its `bytes` filled in by the driver).
-    fn response_info(resp: &Self::Response) -> ResponseInfo<'_>;
+    /// What the callbacks and logs say about a response of `bytes` bytes on the wire.
+    fn response_info(resp: &Self::Response, bytes: usize) -> ResponseInfo<'_>;
     /// Names in a response, for logs.
     fn response_names(resp: &Self::Response) -> String;
 }
@@ -90,14 +90,14 @@ impl Protocol for SotwStream {
     fn describe(req: &DiscoveryRequest) -> (String, &str, String) {
         (req.version_info.clone(), &req.response_nonce, names_for_log(req.resource_names.iter().map(String::as_str)))
     }
-    fn response_info(r: &SotwResponse) -> ResponseInfo<'_> {
+    fn response_info(r: &SotwResponse, bytes: usize) -> ResponseInfo<'_> {
         ResponseInfo {
             type_url: &r.type_url,
             version: &r.version,
             nonce: &r.nonce,
             resources: r.resources.len(),
             removed: 0,
-            bytes: 0,
+            bytes,
         }
     }
     fn response_names(r: &SotwResponse) -> String {
@@ -156,14 +156,14 @@ impl Protocol for DeltaStream {
         }
         (String::new(), &req.response_nonce, names)
     }
-    fn response_info(r: &DeltaResponse) -> ResponseInfo<'_> {
+    fn response_info(r: &DeltaResponse, bytes: usize) -> ResponseInfo<'_> {
         ResponseInfo {
             type_url: &r.type_url,
             version: &r.system_version,
             nonce: &r.nonce,
             resources: r.resources.len(),
             removed: r.removed.len(),
-            bytes: 0,
+            bytes,
         }
     }
     fn response_names(r: &DeltaResponse) -> String {

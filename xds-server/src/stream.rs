@@ -24,7 +24,7 @@ use xds_core::{type_url, ResourceSet, ResourceSource};
 
 use crate::auth::{certificate_identities, NodeAuthorizer};
 use crate::body::{self, BodyCache, Outbox, ResponseBody};
-use crate::callbacks::{Callbacks, ResponseInfo, StreamInfo, Variant};
+use crate::callbacks::{Callbacks, StreamInfo, Variant};
 use crate::codec::Recycle;
 use crate::error::{status_of, status_of_core};
 use crate::metrics::{Metrics, RequestLabel, VariantLabel};
@@ -283,7 +283,7 @@ async fn on_request<P: Protocol>(
 }
 
 fn on_response<P: Protocol>(shared: &Shared, ctx: &mut Ctx, r: &P::Response, bytes: usize) {
-    let ri = ResponseInfo { bytes, ..P::response_info(r) };
+    let ri = P::response_info(r, bytes);
     debug!(
         node = ctx.info.node.as_ref().map_or("", |n| n.id.as_str()),
         r#type = type_url::short_name(ri.type_url),

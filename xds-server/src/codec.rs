@@ -98,39 +98,83 @@ impl WireMessage for SotwResponse {
     }
 }
 
-/// A resource wrapped for TTL in SotW: `Any { type_url: ...discovery.v3.Resource,
-/// value: Resource { name, version, resource, ttl } }`, the body left out for a heartbeat.
-struct Wrapper<'a> {
+/// A `google.protobuf.Duration` TTL, written field by field (no allocation per resource).
+#[derive(Clone, Copy)]
+struct Ttl {
+    seconds: u64,
+    nanos: u64,
+}
+
+impl Ttl {
+    fn of(ttl: std::time::Duration) -> Self {
+        // `seconds` is an int64: clamp as the proto type requires.
+        Self { seconds: ttl.as_secs().min(i64::MAX as u64), nanos: u64::from(ttl.subsec_nanos()) }
+    }
+
+    /// Length of the `Duration` message; zero fields are left out, as proto3 does.
+    fn len(self) -> usize {
+        let field = |v: u64| if v == 0 { 0 } else { 1 + encoded_len_varint(v) };
+        field(self.seconds) + field(self.nanos)
+    }
+
+    fn write(self, tag: u32, buf: &mut impl BufMut) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(self.len() as u64, buf);
+        for (field, v) in [(1, self.seconds), (2, self.nanos)] {
+            if v != 0 {
+                encode_key(field, WireType::Varint, buf);
+                encode_varint(v, buf);
+            }
+        }
+    }
+}
+
+/// A `discovery.v3.Resource`: name, version, the body (left out for a heartbeat) and the TTL.
+/// Delta responses carry these; SotW carries them wrapped in an `Any` for clients taking TTLs.
+struct ResourceMsg<'a> {
     name: &'a str,
     version: &'a str,
     body: Option<&'a [u8]>,
-    ttl: Vec<u8>,
+    ttl: Option<Ttl>,
 }
 
-impl Wrapper<'_> {
-    fn resource_len(&self) -> usize {
+impl ResourceMsg<'_> {
+    /// Length of the message (without its own key and length prefix).
+    fn len(&self) -> usize {
         str_field_len(self.name)
             + str_field_len(self.version)
             + self.body.map_or(0, |b| len_field(b.len()))
-            + len_field(self.ttl.len())
+            + self.ttl.map_or(0, |t| len_field(t.len()))
     }
 
+    fn write(&self, tag: u32, buf: &mut impl BufMut) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(self.len() as u64, buf);
+        write_str_field(delta_field::RESOURCE_VERSION, self.version, buf);
+        if let Some(body) = self.body {
+            write_bytes_field(delta_field::RESOURCE_BODY, body, buf);
+        }
+        write_str_field(delta_field::RESOURCE_NAME, self.name, buf);
+        if let Some(ttl) = self.ttl {
+            ttl.write(delta_field::RESOURCE_TTL, buf);
+        }
+    }
+}
+
+/// A resource wrapped for TTL in SotW: `Any { type_url: ...discovery.v3.Resource,
+/// value: Resource { name, version, resource, ttl } }`.
+struct Wrapper<'a>(ResourceMsg<'a>);
+
+impl Wrapper<'_> {
     fn any_len(&self) -> usize {
-        str_field_len(xds_core::type_url::RESOURCE_WRAPPER) + len_field(self.resource_len())
+        str_field_len(xds_core::type_url::RESOURCE_WRAPPER) + len_field(self.0.len())
     }
 
     fn write(&self, tag: u32, buf: &mut impl BufMut) {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(self.any_len() as u64, buf);
         write_str_field(1, xds_core::type_url::RESOURCE_WRAPPER, buf);
-        encode_key(2, WireType::LengthDelimited, buf);
-        encode_varint(self.resource_len() as u64, buf);
-        write_str_field(delta_field::RESOURCE_VERSION, self.version, buf);
-        if let Some(body) = self.body {
-            write_bytes_field(delta_field::RESOURCE_BODY, body, buf);
-        }
-        write_str_field(delta_field::RESOURCE_NAME, self.name, buf);
-        write_bytes_field(delta_field::RESOURCE_TTL, &self.ttl, buf);
+        self.0.write(2, buf);
     }
 }
 
@@ -138,16 +182,13 @@ fn sotw_wrapper<'a>(resp: &SotwResponse, r: &'a xds_core::EncodedResource) -> Op
     if !resp.wrap_ttl {
         return None;
     }
-    let ttl = encode_ttl(r.ttl()?);
-    Some(Wrapper { name: r.name(), version: r.version(), body: (!resp.heartbeat).then(|| &r.any_bytes()[..]), ttl })
-}
-
-fn encode_ttl(ttl: std::time::Duration) -> Vec<u8> {
-    xds_core::google::protobuf::Duration {
-        seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
-    }
-    .encode_to_vec()
+    let ttl = Ttl::of(r.ttl()?);
+    Some(Wrapper(ResourceMsg {
+        name: r.name(),
+        version: r.version(),
+        body: (!resp.heartbeat).then(|| &r.any_bytes()[..]),
+        ttl: Some(ttl),
+    }))
 }
 
 /// `DeltaDiscoveryResponse` and `Resource` field numbers.
@@ -174,33 +215,20 @@ fn str_field_len(s: &str) -> usize {
     }
 }
 
-fn ttl_bytes(r: &DeltaResource) -> Option<Vec<u8>> {
-    r.resource.ttl().map(encode_ttl)
-}
-
-/// Length of one `Resource` message (without its own key and length prefix).
-fn delta_resource_len(r: &DeltaResource, ttl: Option<&[u8]>) -> usize {
-    str_field_len(&r.name)
-        + str_field_len(r.resource.version())
-        + if r.heartbeat { 0 } else { len_field(r.resource.any_bytes().len()) }
-        + ttl.map_or(0, |t| len_field(t.len()))
+fn delta_resource(r: &DeltaResource) -> ResourceMsg<'_> {
+    ResourceMsg {
+        name: &r.name,
+        version: r.resource.version(),
+        body: (!r.heartbeat).then(|| &r.resource.any_bytes()[..]),
+        ttl: r.resource.ttl().map(Ttl::of),
+    }
 }
 
 impl WireMessage for DeltaResponse {
     fn write_shared(&self, buf: &mut impl BufMut) {
         write_str_field(delta_field::SYSTEM_VERSION_INFO, &self.system_version, buf);
         for r in &self.resources {
-            let ttl = ttl_bytes(r);
-            encode_key(delta_field::RESOURCES, WireType::LengthDelimited, buf);
-            encode_varint(delta_resource_len(r, ttl.as_deref()) as u64, buf);
-            write_str_field(delta_field::RESOURCE_VERSION, r.resource.version(), buf);
-            if !r.heartbeat {
-                write_bytes_field(delta_field::RESOURCE_BODY, r.resource.any_bytes(), buf);
-            }
-            write_str_field(delta_field::RESOURCE_NAME, &r.name, buf);
-            if let Some(ttl) = &ttl {
-                write_bytes_field(delta_field::RESOURCE_TTL, ttl, buf);
-            }
+            delta_resource(r).write(delta_field::RESOURCES, buf);
         }
         write_str_field(delta_field::TYPE_URL, &self.type_url, buf);
         for name in &self.removed {
@@ -213,7 +241,7 @@ impl WireMessage for DeltaResponse {
         str_field_len(&self.system_version)
             + str_field_len(&self.type_url)
             + self.removed.iter().map(|n| len_field(n.len())).sum::<usize>()
-            + self.resources.iter().map(|x| len_field(delta_resource_len(x, ttl_bytes(x).as_deref()))).sum::<usize>()
+            + self.resources.iter().map(|x| len_field(delta_resource(x).len())).sum::<usize>()
     }
 
     fn nonce(&self) -> &str {

@@ -5,7 +5,8 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use xds_benches::endpoint_set;
 use xds_benches::scenario::load_assignment;
 use xds_cache::{DeltaStream, SotwStream};
@@ -69,33 +70,37 @@ fn sotw_round(streams: &mut [(SotwStream, DiscoveryRequest)], next: &Arc<Resourc
     sent
 }
 
+/// Benchmarks `round` over streams built once (criterion calls the closure once per sample),
+/// alternating between the two sets so every round is an update.
+fn bench_rounds<S>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    build: impl Fn() -> Vec<S>,
+    sets: &[Arc<ResourceSet>; 2],
+    round: fn(&mut [S], &Arc<ResourceSet>) -> usize,
+) {
+    let mut streams = None;
+    let mut flip = 0;
+    g.bench_function(name, |b| {
+        let streams = streams.get_or_insert_with(&build);
+        b.iter(|| {
+            flip ^= 1;
+            black_box(round(streams, &sets[flip]))
+        })
+    });
+}
+
 fn sotw_fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("fan-out to 10,000 SotW streams");
     g.sample_size(10);
     let names: Vec<String> = (0..100).map(|i| format!("cluster-{i}")).collect();
     let sets = [endpoint_set(100, 10, 1), endpoint_set(100, 10, 2)];
-    let mut flip = 0;
-    // Criterion calls a benchmark's closure once per sample: build the streams once.
-    let mut streams = None;
-    g.bench_function("every CLA of 100 changes (S1 update)", |b| {
-        let streams = streams.get_or_insert_with(|| sotw_streams(&names, &sets[0]));
-        b.iter(|| {
-            flip ^= 1;
-            black_box(sotw_round(streams, &sets[flip]))
-        })
-    });
+    bench_rounds(&mut g, "every CLA of 100 changes (S1 update)", || sotw_streams(&names, &sets[0]), &sets, sotw_round);
     // One CLA of the 100 changes: each stream still compares its 100 names and resends all 100.
     let mut one = (*sets[0]).clone();
     one.insert(load_assignment(7, 10, 9, 0).encode_resource());
     let one_sets = [sets[0].clone(), Arc::new(one)];
-    let mut streams = None;
-    g.bench_function("one CLA of 100 changes", |b| {
-        let streams = streams.get_or_insert_with(|| sotw_streams(&names, &one_sets[0]));
-        b.iter(|| {
-            flip ^= 1;
-            black_box(sotw_round(streams, &one_sets[flip]))
-        })
-    });
+    bench_rounds(&mut g, "one CLA of 100 changes", || sotw_streams(&names, &one_sets[0]), &one_sets, sotw_round);
     g.finish();
 }
 
@@ -140,15 +145,13 @@ fn delta_fanout(c: &mut Criterion) {
     g.sample_size(10);
     let names: Vec<String> = (0..100).map(|i| format!("cluster-{i}")).collect();
     let sets = [endpoint_set(100, 10, 1), endpoint_set(100, 10, 2)];
-    let mut flip = 0;
-    let mut streams = None;
-    g.bench_function("every CLA of 100 changes, explicit names", |b| {
-        let streams = streams.get_or_insert_with(|| delta_streams(STREAMS, Some(&names), &sets[0]));
-        b.iter(|| {
-            flip ^= 1;
-            black_box(delta_round(streams, &sets[flip]))
-        })
-    });
+    bench_rounds(
+        &mut g,
+        "every CLA of 100 changes, explicit names",
+        || delta_streams(STREAMS, Some(&names), &sets[0]),
+        &sets,
+        delta_round,
+    );
     g.finish();
     // 10,000 resources, one changes; wildcard streams share the set and hold no per-name copy.
     // 1,000 streams: each one's first response (10,000 resources) makes the set-up slow.
@@ -158,14 +161,13 @@ fn delta_fanout(c: &mut Criterion) {
     let mut one = (*big).clone();
     one.insert(load_assignment(5_000, 10, 9, 0).encode_resource());
     let big_sets = [big.clone(), Arc::new(one)];
-    let mut streams = None;
-    g.bench_function("one CLA of 10,000 changes, wildcard", |b| {
-        let streams = streams.get_or_insert_with(|| delta_streams(STREAMS / 10, None, &big));
-        b.iter(|| {
-            flip ^= 1;
-            black_box(delta_round(streams, &big_sets[flip]))
-        })
-    });
+    bench_rounds(
+        &mut g,
+        "one CLA of 10,000 changes, wildcard",
+        || delta_streams(STREAMS / 10, None, &big),
+        &big_sets,
+        delta_round,
+    );
     g.finish();
 }
 

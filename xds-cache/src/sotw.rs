@@ -345,8 +345,9 @@ impl SotwStream {
         if !state.names.is_listed_by(&req.resource_names) {
             let listed: Vec<Arc<str>> =
                 req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
-            let explicit: BTreeSet<Arc<str>> = listed.iter().cloned().collect();
             let before = state.names.requested();
+            state.names.set(listed);
+            let explicit = state.names.requested();
             // Rule 10: names not subscribed before must be answered; names still to be answered
             // but no longer requested are dropped first (usually there are none, and the new
             // names are then built in one go from the sorted difference).
@@ -358,7 +359,6 @@ impl SotwStream {
                 state.new_names.extend(added);
             }
             state.narrowed |= before.iter().any(|n| !explicit.contains(n));
-            state.names.set(listed);
         }
         state.waiting = true;
         state.dirty = true;

@@ -680,6 +680,14 @@ mod tests {
         Registry::parse(text).expect("valid registry")
     }
 
+    /// Waits (at most 5 s) for a cancelled controller task: it must stop, without a panic.
+    async fn joined<T>(task: JoinHandle<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the controller and its checkers stop when cancelled")
+            .expect("no panic")
+    }
+
     /// Polls `ok` every 10 ms for at most 5 s (for loaded CI hosts; it normally takes far less).
     async fn eventually(mut ok: impl FnMut() -> bool) -> bool {
         for _ in 0..500 {
@@ -783,10 +791,7 @@ mod tests {
         assert!(eventually(|| listeners(&cache) == ["d"]).await, "{:?}", listeners(&cache));
 
         cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the controller stops when cancelled")
-            .expect("no panic");
+        joined(task).await;
     }
 
     /// A renewed certificate is re-read and served without a registry edit.
@@ -819,7 +824,7 @@ mod tests {
         std::fs::write(dir.path().join("ca.pem"), cert("two")).expect("write");
         assert!(eventually(|| ca(&cache).contains("two")).await, "{}", ca(&cache));
         cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+        joined(task).await;
     }
 
     #[tokio::test]
@@ -945,10 +950,7 @@ mod tests {
         async fn stop(mut self) {
             self.cancel.cancel();
             if let Some(task) = self.task.take() {
-                tokio::time::timeout(Duration::from_secs(5), task)
-                    .await
-                    .expect("the controller and its checkers stop when cancelled")
-                    .expect("no panic");
+                joined(task).await;
             }
         }
     }

@@ -246,6 +246,21 @@ struct SotwType {
     names: Vec<String>,
 }
 
+/// The types a simulated Envoy subscribes to, as `'static` keys; any other is an error.
+fn simulated_type(t: &str) -> Result<&'static str, String> {
+    match t {
+        type_url::CLUSTER => Ok(type_url::CLUSTER),
+        type_url::ENDPOINT => Ok(type_url::ENDPOINT),
+        type_url::LISTENER => Ok(type_url::LISTENER),
+        type_url::ROUTE => Ok(type_url::ROUTE),
+        other => Err(format!("unexpected type {other}")),
+    }
+}
+
+fn open_failed(s: &tonic::Status) -> String {
+    format!("open: {:?} {}", s.code(), s.message())
+}
+
 async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemaphorePermit>) -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(8);
     let send = |req: DiscoveryRequest| {
@@ -267,7 +282,7 @@ async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemapho
     let mut rx = client(channel)
         .stream_aggregated_resources(ReceiverStream::new(rx))
         .await
-        .map_err(|s| format!("open: {:?} {}", s.code(), s.message()))?
+        .map_err(|s| open_failed(&s))?
         .into_inner();
     drop(permit);
     let mut held = Held::default();
@@ -275,13 +290,7 @@ async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemapho
     let (mut seen_cds, mut seen_lds) = (false, false);
     while let Some(resp) = next(&mut rx, ctx, &held).await? {
         ctx.recorder.received(resp.encoded_len(), resp.resources.len());
-        let t: &'static str = match resp.type_url.as_str() {
-            type_url::CLUSTER => type_url::CLUSTER,
-            type_url::ENDPOINT => type_url::ENDPOINT,
-            type_url::LISTENER => type_url::LISTENER,
-            type_url::ROUTE => type_url::ROUTE,
-            other => return Err(format!("unexpected type {other}")),
-        };
+        let t = simulated_type(&resp.type_url)?;
         let names = decode_sotw(&mut held, t, &resp)?;
         // Full-state types: what is missing was deleted.
         if t == type_url::CLUSTER || t == type_url::LISTENER {
@@ -346,7 +355,7 @@ async fn run_delta(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemaph
     let mut rx = client(channel)
         .delta_aggregated_resources(ReceiverStream::new(rx))
         .await
-        .map_err(|s| format!("open: {:?} {}", s.code(), s.message()))?
+        .map_err(|s| open_failed(&s))?
         .into_inner();
     drop(permit);
     let mut held = Held::default();
@@ -354,13 +363,7 @@ async fn run_delta(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemaph
     let (mut seen_cds, mut seen_lds) = (false, false);
     while let Some(resp) = next::<DeltaDiscoveryResponse>(&mut rx, ctx, &held).await? {
         ctx.recorder.received(resp.encoded_len(), resp.resources.len());
-        let t: &'static str = match resp.type_url.as_str() {
-            type_url::CLUSTER => type_url::CLUSTER,
-            type_url::ENDPOINT => type_url::ENDPOINT,
-            type_url::LISTENER => type_url::LISTENER,
-            type_url::ROUTE => type_url::ROUTE,
-            other => return Err(format!("unexpected type {other}")),
-        };
+        let t = simulated_type(&resp.type_url)?;
         for r in &resp.resources {
             let any = r.resource.as_ref().ok_or_else(|| format!("{t} resource {} without a body", r.name))?;
             let name = held.decode(t, any)?;

@@ -18,15 +18,12 @@ use xds_core::envoy::config::route::v3::RouteConfiguration;
 use xds_core::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
-use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use xds_core::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use xds_core::google::protobuf::Any;
+use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use xds_core::prost::{Message, Name};
 use xds_core::type_url;
 
 use super::record::Recorder;
+use super::wire::{self, WireAny, WireDeltaResponse, WireResponse};
 use crate::scenario::cla_generation;
 
 /// Largest response a client accepts (a SotW EDS response of 10,000 clusters is a few MiB).
@@ -122,8 +119,8 @@ impl Held {
         self.listeners.values().flatten().cloned().collect()
     }
 
-    fn decode_cluster(&mut self, any: &Any) -> Result<String, String> {
-        let c = Cluster::decode(any.value.as_slice()).map_err(|e| format!("cluster: {e}"))?;
+    fn decode_cluster(&mut self, value: &[u8]) -> Result<String, String> {
+        let c = Cluster::decode(value).map_err(|e| format!("cluster: {e}"))?;
         let eds = match c.eds_cluster_config.as_ref().map(|e| e.service_name.as_str()) {
             Some(s) if !s.is_empty() => s.to_string(),
             _ => c.name.clone(),
@@ -132,34 +129,38 @@ impl Held {
         Ok(c.name)
     }
 
-    fn decode_endpoints(&mut self, any: &Any) -> Result<String, String> {
-        let cla = ClusterLoadAssignment::decode(any.value.as_slice()).map_err(|e| format!("endpoints: {e}"))?;
-        self.endpoints.insert(cla.cluster_name.clone(), cla_generation(&cla));
+    fn decode_endpoints(&mut self, value: &[u8]) -> Result<String, String> {
+        let cla = ClusterLoadAssignment::decode(value).map_err(|e| format!("endpoints: {e}"))?;
+        let generation = cla_generation(&cla);
+        match self.endpoints.get_mut(&cla.cluster_name) {
+            Some(held) => *held = generation,
+            None => drop(self.endpoints.insert(cla.cluster_name.clone(), generation)),
+        }
         Ok(cla.cluster_name)
     }
 
-    fn decode_listener(&mut self, any: &Any) -> Result<String, String> {
-        let l = Listener::decode(any.value.as_slice()).map_err(|e| format!("listener: {e}"))?;
+    fn decode_listener(&mut self, value: &[u8]) -> Result<String, String> {
+        let l = Listener::decode(value).map_err(|e| format!("listener: {e}"))?;
         self.listeners.insert(l.name.clone(), rds_names_of(&l));
         Ok(l.name)
     }
 
-    fn decode_route(&mut self, any: &Any) -> Result<String, String> {
-        let r = RouteConfiguration::decode(any.value.as_slice()).map_err(|e| format!("route: {e}"))?;
+    fn decode_route(&mut self, value: &[u8]) -> Result<String, String> {
+        let r = RouteConfiguration::decode(value).map_err(|e| format!("route: {e}"))?;
         self.routes.insert(r.name.clone());
         Ok(r.name)
     }
 
     /// Decodes one resource of `type_url` into the held state; returns its name.
-    fn decode(&mut self, type_url: &str, any: &Any) -> Result<String, String> {
+    fn decode(&mut self, type_url: &str, any: &WireAny) -> Result<String, String> {
         if any.type_url != type_url {
             return Err(format!("resource of type {} in a {type_url} response", any.type_url));
         }
         match type_url {
-            type_url::CLUSTER => self.decode_cluster(any),
-            type_url::ENDPOINT => self.decode_endpoints(any),
-            type_url::LISTENER => self.decode_listener(any),
-            type_url::ROUTE => self.decode_route(any),
+            type_url::CLUSTER => self.decode_cluster(&any.value),
+            type_url::ENDPOINT => self.decode_endpoints(&any.value),
+            type_url::LISTENER => self.decode_listener(&any.value),
+            type_url::ROUTE => self.decode_route(&any.value),
             other => Err(format!("unexpected type {other}")),
         }
     }
@@ -216,10 +217,6 @@ pub async fn run(channel: Channel, ctx: StreamCtx, permit: Option<OwnedSemaphore
     if let Err(e) = result {
         ctx.recorder.error(ctx.index, e);
     }
-}
-
-fn client(channel: Channel) -> AggregatedDiscoveryServiceClient<Channel> {
-    AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
 /// Waits for the next message unless the run stops (`Ok(None)`); a stalled stream stops
@@ -279,11 +276,8 @@ async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemapho
         .await?;
     send(DiscoveryRequest { type_url: type_url::LISTENER.into(), ..Default::default() }).await?;
     ctx.recorder.opened(ctx.index);
-    let mut rx = client(channel)
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| open_failed(&s))?
-        .into_inner();
+    let mut rx =
+        wire::open_sotw(channel, ReceiverStream::new(rx), MAX_RESPONSE_BYTES).await.map_err(|s| open_failed(&s))?;
     drop(permit);
     let mut held = Held::default();
     let mut types: HashMap<&'static str, SotwType> = HashMap::new();
@@ -334,7 +328,7 @@ async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemapho
     Ok(())
 }
 
-fn decode_sotw(held: &mut Held, t: &str, resp: &DiscoveryResponse) -> Result<Vec<String>, String> {
+fn decode_sotw(held: &mut Held, t: &str, resp: &WireResponse) -> Result<Vec<String>, String> {
     resp.resources.iter().map(|any| held.decode(t, any)).collect()
 }
 
@@ -352,16 +346,13 @@ async fn run_delta(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemaph
     .await?;
     send(DeltaDiscoveryRequest { type_url: type_url::LISTENER.into(), ..Default::default() }).await?;
     ctx.recorder.opened(ctx.index);
-    let mut rx = client(channel)
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| open_failed(&s))?
-        .into_inner();
+    let mut rx =
+        wire::open_delta(channel, ReceiverStream::new(rx), MAX_RESPONSE_BYTES).await.map_err(|s| open_failed(&s))?;
     drop(permit);
     let mut held = Held::default();
     let mut subscribed: HashMap<&'static str, BTreeSet<String>> = HashMap::new();
     let (mut seen_cds, mut seen_lds) = (false, false);
-    while let Some(resp) = next::<DeltaDiscoveryResponse>(&mut rx, ctx, &held).await? {
+    while let Some(resp) = next::<WireDeltaResponse>(&mut rx, ctx, &held).await? {
         ctx.recorder.received(resp.encoded_len(), resp.resources.len());
         let t = simulated_type(&resp.type_url)?;
         for r in &resp.resources {

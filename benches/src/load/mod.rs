@@ -10,6 +10,7 @@ mod client;
 mod control;
 mod record;
 mod report;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -195,6 +196,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = settled(pid, &o).await;
+    let generator_before = stats(Some(client_pid));
     let recorder = Arc::new(Recorder::new(total, updates));
     let connections = o.connections.min(o.streams);
     let mut slots = Vec::with_capacity(connections + o.stall);
@@ -239,6 +241,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
     let wall = full_at.iter().max().copied().unwrap_or_default();
     let full_stats = stats(pid);
     let after_initial = settled(pid, &o).await;
+    let generator_after = stats(Some(client_pid));
     let (b1, r1, n1) = bytes_at(&recorder);
     let initial = Initial {
         streams_full: recorder.full_count(),
@@ -246,6 +249,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
         since_start: Percentiles::of(full_at),
         wall_s: wall.as_secs_f64(),
         server_cpu_s: after_initial.cpu_seconds - before.cpu_seconds,
+        generator_cpu_s: generator_after.cpu_seconds - generator_before.cpu_seconds,
         bytes: b1 - b0,
         responses: r1 - r0,
         resources: n1 - n0,
@@ -269,6 +273,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
         };
         let _ = target_tx.send(Target { index: Some(index), generation, cluster: cluster.clone() });
         let before = stats(pid);
+        let generator_before = stats(Some(client_pid));
         let (b0, r0, n0) = bytes_at(&recorder);
         let t0 = recorder.start().elapsed();
         let applied = control.update(o.update_kind).await?;
@@ -279,6 +284,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
         let live = o.streams;
         wait_until(deadline, || recorder.update_count(index) + recorder.errors() >= live).await;
         let after = settled(pid, &o).await;
+        let generator_after = stats(Some(client_pid));
         let (b1, r1, n1) = bytes_at(&recorder);
         let latencies = recorder.update_at(index, 0..o.streams).into_iter().map(|t| t.saturating_sub(t0)).collect();
         update_reports.push(Update {
@@ -288,6 +294,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
             streams_received: recorder.update_count(index),
             latency: Percentiles::of(latencies),
             server_cpu_s: after.cpu_seconds - before.cpu_seconds,
+            generator_cpu_s: generator_after.cpu_seconds - generator_before.cpu_seconds,
             bytes: b1 - b0,
             responses: r1 - r0,
             resources: n1 - n0,

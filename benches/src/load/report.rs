@@ -49,6 +49,8 @@ pub struct Initial {
     pub wall_s: f64,
     /// Server CPU seconds from before the first connection until the server was idle again.
     pub server_cpu_s: f64,
+    /// The generator's own CPU seconds over the same span (it shares the machine's cores).
+    pub generator_cpu_s: f64,
     /// Bytes of responses received (protobuf size of every `DiscoveryResponse`).
     pub bytes: u64,
     /// Responses received.
@@ -78,6 +80,8 @@ pub struct Update {
     pub latency: Percentiles,
     /// Server CPU seconds from just before the change until the server was idle again.
     pub server_cpu_s: f64,
+    /// The generator's own CPU seconds over the same span.
+    pub generator_cpu_s: f64,
     /// Bytes of responses received because of it.
     pub bytes: u64,
     /// Responses received because of it.
@@ -148,8 +152,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "         server CPU {:.2} s; RSS {:.1} -> {:.1} MiB ({:.1} KiB per stream)",
+            "         server CPU {:.2} s (generator {:.2} s); RSS {:.1} -> {:.1} MiB ({:.1} KiB per stream)",
             i.server_cpu_s,
+            i.generator_cpu_s,
             mib(i.server_rss_before),
             mib(i.server_rss_full),
             i.server_rss_per_stream / 1024.0
@@ -157,7 +162,7 @@ impl Report {
         for u in &self.updates {
             let _ = writeln!(
                 s,
-                "update {} (gen {}, {}): {} streams; change->stream p50 {:.1} ms p99 {:.1} ms max {:.1} ms; server CPU {:.2} s; {:.2} MiB in {} responses; RSS {:.1} MiB",
+                "update {} (gen {}, {}): {} streams; change->stream p50 {:.1} ms p99 {:.1} ms max {:.1} ms; server CPU {:.2} s (generator {:.2} s); {:.2} MiB in {} responses; RSS {:.1} MiB",
                 u.index,
                 u.generation,
                 u.cluster.as_deref().unwrap_or("all clusters"),
@@ -166,6 +171,7 @@ impl Report {
                 u.latency.p99_ms,
                 u.latency.max_ms,
                 u.server_cpu_s,
+                u.generator_cpu_s,
                 mib(u.bytes),
                 u.responses,
                 mib(u.server_rss_after)

@@ -36,6 +36,7 @@ mod callbacks;
 mod codec;
 mod error;
 mod fetch;
+mod io;
 mod metrics;
 mod protocol;
 mod requests;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
@@ -310,7 +311,8 @@ impl XdsServer {
             }
         };
         info!(addr = %local.map_or_else(|| "unknown".to_string(), |a| a.to_string()), tls = b.tls.is_some(), "serving xDS");
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            TcpIncoming::from(listener).with_nodelay(Some(true)).map(|conn| conn.map(crate::io::Coalescing::new));
         server.add_routes(self.routes()).serve_with_incoming_shutdown(incoming, signal).await?;
         Ok(())
     }

@@ -103,8 +103,17 @@ impl SnapshotCache {
     ///
     /// Types absent from the snapshot are published as empty, so full-state clients delete
     /// what they held. Streams of other groups are not touched.
-    pub fn set_snapshot(&self, group: &str, snapshot: Snapshot) {
+    ///
+    /// Names and resources equal to the previous snapshot's are taken over from it (see
+    /// [`ResourceSet::adopt`]), so rebuilding the whole snapshot for a small change costs
+    /// streams no more than the change.
+    pub fn set_snapshot(&self, group: &str, mut snapshot: Snapshot) {
         let g = self.group(group);
+        // Outside the lock: a concurrent replacement only makes the adoption less useful.
+        let previous = g.state.lock().snapshot.clone();
+        if let Some(previous) = previous {
+            snapshot.adopt(&previous);
+        }
         let mut state = g.state.lock();
         state.snapshot = Some(Arc::new(snapshot));
         for (t, sender) in &state.senders {
@@ -261,6 +270,30 @@ mod tests {
         cache.set_snapshot("g", Snapshot::builder().resource(&cluster("a")).resource(&l).build());
         assert!(!clusters.has_changed().expect("open"));
         assert!(listeners.has_changed().expect("open"));
+    }
+
+    #[test]
+    fn a_rebuilt_snapshot_keeps_the_previous_names_and_unchanged_resources() {
+        let cache = SnapshotCache::new();
+        let build = |b_port: u32| {
+            let b = Cluster {
+                name: "b".into(),
+                per_connection_buffer_limit_bytes: Some(xds_core::google::protobuf::UInt32Value { value: b_port }),
+                ..Default::default()
+            };
+            Snapshot::builder().resource(&cluster("a")).resource(&b).build()
+        };
+        cache.set_snapshot("g", build(1));
+        let mut clusters = cache.watch_group("g", type_url::CLUSTER).expect("watch");
+        let before = clusters.borrow_and_update().clone().expect("set");
+        cache.set_snapshot("g", build(2));
+        let after = clusters.borrow_and_update().clone().expect("set");
+        assert_ne!(after.version(), before.version());
+        for (old, new) in before.names().zip(after.names()) {
+            assert!(Arc::ptr_eq(old, new), "{new}: the name string is the previous snapshot's");
+        }
+        assert!(Arc::ptr_eq(before.get("a").expect("a"), after.get("a").expect("a")), "unchanged: the same object");
+        assert!(!Arc::ptr_eq(before.get("b").expect("b"), after.get("b").expect("b")), "changed: the new one");
     }
 
     #[test]

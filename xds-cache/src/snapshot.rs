@@ -40,6 +40,16 @@ impl Snapshot {
         Snapshot { sets }
     }
 
+    /// Takes over `previous`'s name strings and unchanged resources, type by type (see
+    /// [`ResourceSet::adopt`]).
+    pub(crate) fn adopt(&mut self, previous: &Snapshot) {
+        for (t, set) in &mut self.sets {
+            if let Some(old) = previous.sets.get(t).filter(|old| !Arc::ptr_eq(old, set)) {
+                Arc::make_mut(set).adopt(old);
+            }
+        }
+    }
+
     /// Every type with its resources.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<ResourceSet>)> {
         self.sets.iter().map(|(k, v)| (&**k, v))

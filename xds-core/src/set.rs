@@ -176,6 +176,42 @@ impl ResourceSet {
         self.resources.iter()
     }
 
+    /// Takes over `previous`'s copies of what the two sets share: the name string of every
+    /// resource in both, and the resource itself where it is equal (same name, version and
+    /// bytes). Content and version do not change.
+    ///
+    /// A source that rebuilds its whole snapshot for each change otherwise hands every stream new
+    /// strings for the names it subscribed to, and each stream must compare them by content;
+    /// with the previous set's strings they are recognised by address. Unchanged resources stay
+    /// the same objects, so encoded bodies built from them stay shared. Costs one ordered pass
+    /// over both sets (and a rebuild when something was taken over).
+    pub fn adopt(&mut self, previous: &ResourceSet) {
+        if self.type_url != previous.type_url {
+            return;
+        }
+        let mut old = previous.resources.iter().peekable();
+        let mut taken = false;
+        let entries: Vec<(Arc<str>, Arc<EncodedResource>)> = self
+            .resources
+            .iter()
+            .map(|(name, resource)| {
+                while old.next_if(|(n, _)| ***n < **name).is_some() {}
+                match old.peek() {
+                    Some(&(n, o)) if **n == **name => {
+                        let same_name = Arc::ptr_eq(n, name);
+                        let same = Arc::ptr_eq(o, resource) || **o == **resource;
+                        taken |= !same_name || (same && !Arc::ptr_eq(o, resource));
+                        (n.clone(), if same { o.clone() } else { resource.clone() })
+                    }
+                    _ => (name.clone(), resource.clone()),
+                }
+            })
+            .collect();
+        if taken {
+            self.resources = entries.into_iter().collect();
+        }
+    }
+
     /// What changed from `older` to `self`: upserts and removals, ordered by name.
     ///
     /// Subtrees shared between the two sets are skipped, so diffing two versions of a large set
@@ -250,6 +286,26 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["+c5", "-c7", "+zz"]);
+    }
+
+    #[test]
+    fn adopt_takes_over_names_and_equal_resources_only() {
+        let old = ResourceSet::from_resources(CLUSTER, [res("a", b"1"), res("b", b"2"), res("gone", b"3")]);
+        let mut new = ResourceSet::from_resources(CLUSTER, [res("a", b"1"), res("b", b"changed"), res("new", b"4")]);
+        let version = new.version().to_string();
+        new.adopt(&old);
+        assert_eq!(new.version(), version, "content and version are unchanged");
+        assert_eq!(new.names().map(|n| &**n).collect::<Vec<_>>(), ["a", "b", "new"]);
+        let name = |s: &ResourceSet, n: &str| s.entries().find(|(k, _)| &***k == n).map(|(k, _)| k.clone());
+        for n in ["a", "b"] {
+            assert!(
+                Arc::ptr_eq(&name(&new, n).expect("in new"), &name(&old, n).expect("in old")),
+                "{n}: the old name string"
+            );
+        }
+        assert!(Arc::ptr_eq(new.get("a").expect("a"), old.get("a").expect("a")), "an equal resource is the old object");
+        assert_eq!(&new.get("b").expect("b").value()[..], b"changed", "a changed resource stays new");
+        assert!(!old.contains("new") && !new.contains("gone"));
     }
 
     #[test]

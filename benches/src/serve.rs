@@ -2,20 +2,67 @@
 //! [`Scenario`], in this process or in the `xds-load-server` binary.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use xds_cache::SnapshotCache;
 use xds_core::SingleGroup;
-use xds_server::XdsServer;
+use xds_server::{Callbacks, ResponseInfo, StreamInfo, XdsServer};
 
 use crate::scenario::{Scenario, UpdateKind, GROUP};
 
 /// Concurrent streams allowed per HTTP/2 connection (above the library's default, for the
 /// many-streams-per-connection shapes).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 20_000;
+
+/// When the server handed the responses of the latest update to HTTP/2: the server's own part
+/// of the update latency, apart from the clients' (the load generator decodes every resource
+/// on the same cores, which the server does not).
+#[derive(Debug, Default)]
+pub struct SendClock {
+    /// The endpoint set version before the latest update, and when the update was published:
+    /// every stream held that version then, so a response of another one is the update's.
+    update: RwLock<Option<(String, Instant)>>,
+    /// Responses of that version handed to HTTP/2.
+    sent: AtomicU64,
+    /// Microseconds from the publication to the last of them.
+    last_us: AtomicU64,
+}
+
+impl SendClock {
+    fn start(&self, before: &str) {
+        *self.update.write() = Some((before.to_string(), Instant::now()));
+        self.sent.store(0, Ordering::SeqCst);
+        self.last_us.store(0, Ordering::SeqCst);
+    }
+
+    /// Responses of the latest update handed to HTTP/2, and how long after the change the last
+    /// one was.
+    pub fn sent(&self) -> (u64, Duration) {
+        (self.sent.load(Ordering::SeqCst), Duration::from_micros(self.last_us.load(Ordering::SeqCst)))
+    }
+}
+
+struct Clocked(Arc<SendClock>);
+
+impl Callbacks for Clocked {
+    fn on_response(&self, _: &StreamInfo, r: &ResponseInfo<'_>) {
+        if r.type_url != xds_core::type_url::ENDPOINT {
+            return;
+        }
+        let update = self.0.update.read();
+        if let Some((_, at)) = update.as_ref().filter(|(before, _)| before != r.version) {
+            let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.0.sent.fetch_add(1, Ordering::Relaxed);
+            self.0.last_us.fetch_max(us, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A running server: its address, cache and scenario, stopped when dropped.
 pub struct LoadServer {
@@ -25,6 +72,8 @@ pub struct LoadServer {
     pub cache: Arc<SnapshotCache>,
     /// The served configuration; [`LoadServer::update`] advances it.
     pub scenario: Scenario,
+    /// When the latest update's responses were handed to HTTP/2.
+    pub clock: Arc<SendClock>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), xds_server::Error>>>,
 }
@@ -43,19 +92,24 @@ impl LoadServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
+        let clock = Arc::new(SendClock::default());
         let server = XdsServer::builder()
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .drain_timeout(Duration::from_secs(2))
+            .callbacks(Clocked(clock.clone()))
             .build(cache.clone());
         let handle = tokio::spawn(server.serve_with_listener(listener, async move {
             let _ = rx.await;
         }));
-        Ok(Self { addr, cache, scenario, shutdown: Some(tx), handle: Some(handle) })
+        Ok(Self { addr, cache, scenario, clock, shutdown: Some(tx), handle: Some(handle) })
     }
 
     /// Publishes the next update; returns its generation and, for [`UpdateKind::One`], the
     /// changed cluster.
     pub fn update(&mut self, kind: UpdateKind) -> (u32, Option<usize>) {
+        let before =
+            self.cache.snapshot(GROUP).and_then(|s| s.version(xds_core::type_url::ENDPOINT).map(str::to_string));
+        self.clock.start(before.as_deref().unwrap_or_default());
         self.scenario.update(&self.cache, kind)
     }
 

@@ -14,8 +14,11 @@
 //! Each deferral wakes the task, so no byte waits for outside input; a codec that flushes
 //! repeatedly without reading in between gets a real write after [`MAX_DEFERRALS`].
 //!
-//! The buffer is released whenever it empties, so an idle connection holds none.
+//! The buffer is released whenever it empties, so an idle connection holds none; released
+//! buffers are kept in a small per-thread pool ([`SPARES_PER_THREAD`]) for the next connection
+//! that writes, so an update fanning out to every connection does not churn the allocator.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,6 +32,29 @@ pub(crate) const HIGH_WATER: usize = 64 * 1024;
 /// Flushes in a row with nothing new written and no read in between after which a flush
 /// writes out anyway (a codec that flushes without ever reading still gets its bytes out).
 pub(crate) const MAX_IDLE_DEFERRALS: u32 = 3;
+
+/// Released buffers a thread keeps for reuse (each [`HIGH_WATER`] bytes).
+pub(crate) const SPARES_PER_THREAD: usize = 8;
+
+thread_local! {
+    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Vec<u8> {
+    SPARES.with_borrow_mut(Vec::pop).unwrap_or_else(|| Vec::with_capacity(HIGH_WATER))
+}
+
+fn release_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() != HIGH_WATER {
+        return;
+    }
+    buf.clear();
+    SPARES.with_borrow_mut(|spares| {
+        if spares.len() < SPARES_PER_THREAD {
+            spares.push(buf);
+        }
+    });
+}
 
 /// An I/O object whose writes are gathered and written out in large pieces.
 #[derive(Debug)]
@@ -66,7 +92,7 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
             }
         }
         // Empty: give the memory back (an idle connection holds no buffer).
-        self.buf = Vec::new();
+        release_buffer(std::mem::take(&mut self.buf));
         self.written = 0;
         self.deferred_at = 0;
         Poll::Ready(Ok(()))
@@ -92,7 +118,7 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
             self.deferred_at = 0;
         }
         if self.buf.capacity() == 0 {
-            self.buf.reserve(HIGH_WATER.max(len));
+            self.buf = take_buffer();
         }
         for s in slices {
             self.buf.extend_from_slice(s);

@@ -3,7 +3,10 @@
 //!
 //! Line protocol: it prints `listening ADDR` once serving; then, per line on standard input,
 //! `all` (change every endpoint of every cluster) or `one` (change one endpoint of one cluster)
-//! answered by `updated GENERATION CLUSTER|-` once published; `quit` or the end of input stops it.
+//! answered by `updated GENERATION CLUSTER|-` once published; `sent`, answered by
+//! `sent RESPONSES MICROSECONDS`: how many endpoint responses of the latest update the server has
+//! handed to HTTP/2 and how long after the change the last one was; `quit` or the end of input
+//! stops it.
 
 use std::net::SocketAddr;
 
@@ -50,8 +53,14 @@ async fn serve(cli: Cli) -> Result<(), String> {
             "all" => UpdateKind::All,
             "one" => UpdateKind::One,
             "quit" => break,
+            "sent" => {
+                let (count, last) = server.clock.sent();
+                out.write_all(&say(format!("sent {count} {}", last.as_micros()))).await.map_err(|e| e.to_string())?;
+                out.flush().await.map_err(|e| e.to_string())?;
+                continue;
+            }
             other => {
-                eprintln!("xds-load-server: unknown command {other:?} (all, one, quit)");
+                eprintln!("xds-load-server: unknown command {other:?} (all, one, sent, quit)");
                 continue;
             }
         };

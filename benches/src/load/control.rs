@@ -158,6 +158,25 @@ impl ServerControl {
         }
     }
 
+    /// How many endpoint responses of the latest update the server handed to HTTP/2 and how
+    /// long after the change the last one was; `None` for an external server.
+    pub async fn sent(&mut self) -> Result<Option<(u64, Duration)>, String> {
+        match self {
+            Self::InProcess(s) => Ok(Some(s.clock.sent())),
+            Self::Child { stdin, stdout, .. } => {
+                stdin.write_all(b"sent\n").await.map_err(|e| format!("xds-load-server stdin: {e}"))?;
+                stdin.flush().await.map_err(|e| format!("xds-load-server stdin: {e}"))?;
+                let line = answer(stdout, "the send clock").await?;
+                let mut fields = line.strip_prefix("sent ").unwrap_or_default().split_whitespace();
+                match (fields.next().and_then(|n| n.parse().ok()), fields.next().and_then(|u| u.parse().ok())) {
+                    (Some(n), Some(us)) => Ok(Some((n, Duration::from_micros(us)))),
+                    _ => Err(format!("unexpected answer from xds-load-server: {line}")),
+                }
+            }
+            Self::External { .. } => Ok(None),
+        }
+    }
+
     /// Stops the server (the external one is left running).
     pub async fn stop(self) {
         match self {

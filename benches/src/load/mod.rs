@@ -285,6 +285,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
         wait_until(deadline, || recorder.update_count(index) + recorder.errors() >= live).await;
         let after = settled(pid, &o).await;
         let generator_after = stats(Some(client_pid));
+        let sent = control.sent().await?;
         let (b1, r1, n1) = bytes_at(&recorder);
         let latencies = recorder.update_at(index, 0..o.streams).into_iter().map(|t| t.saturating_sub(t0)).collect();
         update_reports.push(Update {
@@ -295,6 +296,8 @@ pub async fn run(o: Options) -> Result<Report, String> {
             latency: Percentiles::of(latencies),
             server_cpu_s: after.cpu_seconds - before.cpu_seconds,
             generator_cpu_s: generator_after.cpu_seconds - generator_before.cpu_seconds,
+            server_sent: sent.map(|(n, _)| n),
+            server_sent_last_ms: sent.map(|(_, last)| last.as_secs_f64() * 1000.0),
             bytes: b1 - b0,
             responses: r1 - r0,
             resources: n1 - n0,
@@ -325,4 +328,72 @@ pub async fn run(o: Options) -> Result<Report, String> {
         server_end,
         client_end,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    /// A small run against a server in this process: every stream reaches the full state and
+    /// receives each update, and the server's send clock saw every update response.
+    async fn small_run(variant: &str) -> Report {
+        let o = Cli::parse_from([
+            "xds-load",
+            "--server",
+            "in-process",
+            "--addr",
+            "127.0.0.1:0",
+            "--variant",
+            variant,
+            "--streams",
+            "12",
+            "--connections",
+            "3",
+            "--clusters",
+            "4",
+            "--endpoints",
+            "2",
+            "--updates",
+            "2",
+            "--update-pause-ms",
+            "10",
+            "--settle-ms",
+            "50",
+            "--timeout-s",
+            "30",
+            "--update-timeout-s",
+            "30",
+        ])
+        .options;
+        run(o).await.expect("the run completes")
+    }
+
+    fn check(r: &Report) {
+        assert_eq!(r.errors, 0, "{:?}", r.error_texts);
+        assert_eq!(r.initial.streams_full, 12);
+        assert_eq!(r.updates.len(), 2);
+        for u in &r.updates {
+            assert_eq!(u.streams_received, 12, "update {}", u.index);
+            assert_eq!(u.server_sent, Some(12), "update {}: one endpoint response per stream", u.index);
+            assert!(u.server_sent_last_ms.is_some_and(|ms| ms > 0.0));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sotw_run_converges_and_counts_update_responses() {
+        check(&small_run("sotw").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delta_run_converges_and_counts_update_responses() {
+        check(&small_run("delta").await);
+    }
 }

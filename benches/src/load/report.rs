@@ -80,6 +80,12 @@ pub struct Update {
     pub latency: Percentiles,
     /// Server CPU seconds from just before the change until the server was idle again.
     pub server_cpu_s: f64,
+    /// Endpoint responses of the update the server handed to HTTP/2 (`None`: not known, as
+    /// for an external server).
+    pub server_sent: Option<u64>,
+    /// From the change until the server handed the last of them to HTTP/2, in milliseconds:
+    /// the server's part of the latency (the rest is the transport and the clients' decoding).
+    pub server_sent_last_ms: Option<f64>,
     /// The generator's own CPU seconds over the same span.
     pub generator_cpu_s: f64,
     /// Bytes of responses received because of it.
@@ -176,6 +182,12 @@ impl Report {
                 u.responses,
                 mib(u.server_rss_after)
             );
+            if let (Some(n), Some(ms)) = (u.server_sent, u.server_sent_last_ms) {
+                let _ = writeln!(
+                    s,
+                    "         server handed {n} endpoint responses to HTTP/2, the last {ms:.1} ms after the change"
+                );
+            }
         }
         let _ = writeln!(
             s,

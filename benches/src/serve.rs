@@ -89,7 +89,7 @@ impl LoadServer {
     pub async fn start(addr: SocketAddr, scenario: Scenario) -> std::io::Result<Self> {
         let cache = Arc::new(SnapshotCache::with_grouper(SingleGroup(GROUP.into())));
         cache.set_snapshot(GROUP, scenario.snapshot());
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = xds_server::bind(addr)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
         let clock = Arc::new(SendClock::default());

@@ -447,7 +447,7 @@ pub async fn serve_with(
 ) -> Result<(), Error> {
     let mut watcher = FileWatcher::new(config);
     let registry = watcher.load()?;
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let listener = xds_server::bind(addr).map_err(|source| Error::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
 
     let cache = new_cache();

@@ -49,8 +49,9 @@ pub use auth::{IdentityBinding, NodeAuthorizer};
 pub use callbacks::{Callbacks, NoCallbacks, ResponseInfo, StreamInfo, Variant};
 pub use error::Error;
 pub use server::{
-    ServerBuilder, TlsConfig, XdsServer, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+    bind, ServerBuilder, TlsConfig, XdsServer, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
 };
 pub use service::{kind, ServiceKind, XdsService};
 pub use status::{ClientRegistry, ClientStatus, NackStatus, StreamStatus, TypeStatus};

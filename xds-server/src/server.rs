@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,21 @@ use crate::Error;
 /// delta clients, whose `initial_resource_versions` list every resource they hold (Envoy has
 /// been seen sending 21 MB).
 pub const DEFAULT_MAX_RECEIVE_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// Listen backlog of [`XdsServer::serve`] and [`bind`]: room for thousands of clients
+/// reconnecting at once (the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` for serving xDS, with `SO_REUSEADDR` and a listen backlog of
+/// [`DEFAULT_LISTEN_BACKLOG`]. A restart of the server or of a fleet makes every client
+/// reconnect at once; with a small backlog (Tokio's `TcpListener::bind` uses 1,024) the kernel
+/// drops or cookie-answers the excess handshakes, and some of those connections are reset.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(DEFAULT_LISTEN_BACKLOG)
+}
+
 /// Default HTTP/2 keepalive ping interval: 30 s.
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Default time to wait for a keepalive ping's answer: 10 s.
@@ -264,13 +279,13 @@ impl XdsServer {
         self.shared.shutdown.clone()
     }
 
-    /// Binds `addr` and serves until `shutdown` completes, then drains streams.
+    /// Binds `addr` (see [`bind`]) and serves until `shutdown` completes, then drains streams.
     pub async fn serve(
         self,
         addr: SocketAddr,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        let listener = bind(addr).map_err(|source| Error::Bind { addr, source })?;
         self.serve_with_listener(listener, shutdown).await
     }
 
@@ -315,5 +330,17 @@ impl XdsServer {
             TcpIncoming::from(listener).with_nodelay(Some(true)).map(|conn| conn.map(crate::io::Coalescing::new));
         server.add_routes(self.routes()).serve_with_incoming_shutdown(incoming, signal).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    #[tokio::test]
+    async fn bind_listens_on_a_free_loopback_port_and_accepts() {
+        let listener = super::bind("127.0.0.1:0".parse().expect("address")).expect("binds");
+        let addr = listener.local_addr().expect("bound");
+        assert_ne!(addr.port(), 0);
+        let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        assert!(client.is_ok() && accepted.is_ok());
     }
 }

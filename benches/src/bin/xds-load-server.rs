@@ -75,6 +75,14 @@ async fn serve(cli: Cli) -> Result<(), String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Logs only when asked for (RUST_LOG), to standard error: standard output is the line
+    // protocol, and a subscriber that filters everything out would still cost CPU per span.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -255,7 +255,13 @@ fn simulated_type(t: &str) -> Result<&'static str, String> {
 }
 
 fn open_failed(s: &tonic::Status) -> String {
-    format!("open: {:?} {}", s.code(), s.message())
+    let mut text = format!("open: {:?} {}", s.code(), s.message());
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
 }
 
 async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemaphorePermit>) -> Result<(), String> {

@@ -11,7 +11,9 @@
 //! buffer is full ([`HIGH_WATER`]), when the connection task next reads, or when it shuts down.
 //! A flush is deferred rather than done: the task is woken instead, so the bytes leave in the
 //! next poll, after the task (and every stream task that ran before it) has queued what it had.
-//! Each deferral wakes the task, so no byte waits for outside input; a codec that flushes
+//! Each deferral wakes the task, so no byte waits for outside input; once the socket has refused
+//! bytes (a slow reader), flushes write and wait for room instead, so the task sleeps until the
+//! socket drains rather than waking itself; a codec that flushes
 //! repeatedly without reading in between gets a real write after [`MAX_DEFERRALS`].
 //!
 //! The buffer is released whenever it empties, so an idle connection holds none; released
@@ -67,12 +69,16 @@ pub struct Coalescing<T> {
     deferred_at: usize,
     /// Deferred flushes in a row that found nothing new since the previous one.
     idle_deferrals: u32,
+    /// The socket refused bytes since the buffer last emptied: flushes write (and wait for room)
+    /// instead of deferring, so a slow reader makes the task wait for writability rather than
+    /// wake itself over and over.
+    blocked: bool,
 }
 
 impl<T> Coalescing<T> {
     /// Wraps `inner`.
     pub fn new(inner: T) -> Self {
-        Coalescing { inner, buf: Vec::new(), written: 0, deferred_at: 0, idle_deferrals: 0 }
+        Coalescing { inner, buf: Vec::new(), written: 0, deferred_at: 0, idle_deferrals: 0, blocked: false }
     }
 
     fn pending(&self) -> usize {
@@ -88,9 +94,13 @@ impl<T: AsyncWrite + Unpin> Coalescing<T> {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => self.written += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.blocked = true;
+                    return Poll::Pending;
+                }
             }
         }
+        self.blocked = false;
         // Empty: give the memory back (an idle connection holds no buffer).
         release_buffer(std::mem::take(&mut self.buf));
         self.written = 0;
@@ -164,6 +174,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
         let this = self.get_mut();
         if this.pending() == 0 {
             return Pin::new(&mut this.inner).poll_flush(cx);
+        }
+        if this.blocked {
+            // The socket is full: wait for room like any writer.
+            return match this.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+                other => other,
+            };
         }
         if this.buf.len() == this.deferred_at {
             this.idle_deferrals += 1;
@@ -332,6 +349,24 @@ mod tests {
             assert!(h.flush().is_ready());
         }
         assert_eq!(h.socket().written, b"x");
+    }
+
+    #[test]
+    fn a_full_socket_makes_flushes_wait_instead_of_waking_the_task() {
+        let mut h = Harness::new();
+        let payload = vec![5u8; 40 * 1024];
+        assert!(h.write(&payload).is_ready());
+        h.io.inner.full = true;
+        assert!(h.write(&payload).is_pending(), "the socket refuses the first 40 KiB");
+        let wakes = h.wakes.0.load(Ordering::SeqCst);
+        assert!(h.flush().is_pending(), "a flush waits for room");
+        assert_eq!(h.wakes.0.load(Ordering::SeqCst), wakes, "and does not wake the task itself");
+        h.io.inner.full = false;
+        assert!(h.flush().is_ready());
+        assert_eq!(h.socket().written.len(), payload.len());
+        assert!(h.write(b"small").is_ready());
+        assert!(h.flush().is_ready());
+        assert_eq!(h.socket().written.len(), payload.len(), "drained: flushes are deferred again");
     }
 
     #[test]

@@ -282,8 +282,9 @@ async fn run_sotw(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemapho
         .await?;
     send(DiscoveryRequest { type_url: type_url::LISTENER.into(), ..Default::default() }).await?;
     ctx.recorder.opened(ctx.index);
-    let mut rx =
-        wire::open_sotw(channel, ReceiverStream::new(rx), MAX_RESPONSE_BYTES).await.map_err(|s| open_failed(&s))?;
+    let mut rx = wire::open::<_, WireResponse>(channel, wire::SOTW_PATH, ReceiverStream::new(rx), MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|s| open_failed(&s))?;
     drop(permit);
     let mut held = Held::default();
     let mut types: HashMap<&'static str, SotwType> = HashMap::new();
@@ -353,7 +354,9 @@ async fn run_delta(channel: Channel, ctx: &StreamCtx, permit: Option<OwnedSemaph
     send(DeltaDiscoveryRequest { type_url: type_url::LISTENER.into(), ..Default::default() }).await?;
     ctx.recorder.opened(ctx.index);
     let mut rx =
-        wire::open_delta(channel, ReceiverStream::new(rx), MAX_RESPONSE_BYTES).await.map_err(|s| open_failed(&s))?;
+        wire::open::<_, WireDeltaResponse>(channel, wire::DELTA_PATH, ReceiverStream::new(rx), MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|s| open_failed(&s))?;
     drop(permit);
     let mut held = Held::default();
     let mut subscribed: HashMap<&'static str, BTreeSet<String>> = HashMap::new();

@@ -11,7 +11,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
-use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
 /// `google.protobuf.Any` with its value kept as received.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -77,8 +76,9 @@ pub const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryServ
 /// Path of the delta ADS method.
 pub const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// Opens a bidirectional ADS stream at `path`, sending `requests` and reading `Resp`.
-async fn open<Req, Resp>(
+/// Opens a bidirectional ADS stream at `path` ([`SOTW_PATH`] or [`DELTA_PATH`]), sending
+/// `requests` and reading `Resp` ([`WireResponse`] or [`WireDeltaResponse`]).
+pub async fn open<Req, Resp>(
     channel: Channel,
     path: &'static str,
     requests: ReceiverStream<Req>,
@@ -93,24 +93,6 @@ where
     let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
     let response = grpc.streaming(tonic::Request::new(requests), PathAndQuery::from_static(path), codec).await?;
     Ok(response.into_inner())
-}
-
-/// Opens a SotW ADS stream.
-pub async fn open_sotw(
-    channel: Channel,
-    requests: ReceiverStream<DiscoveryRequest>,
-    max_response: usize,
-) -> Result<Streaming<WireResponse>, Status> {
-    open(channel, SOTW_PATH, requests, max_response).await
-}
-
-/// Opens a delta ADS stream.
-pub async fn open_delta(
-    channel: Channel,
-    requests: ReceiverStream<DeltaDiscoveryRequest>,
-    max_response: usize,
-) -> Result<Streaming<WireDeltaResponse>, Status> {
-    open(channel, DELTA_PATH, requests, max_response).await
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@
 //! buffer is full ([`HIGH_WATER`]), when the connection task next reads, or when it shuts down.
 //! A flush is deferred rather than done: the task is woken instead, so the bytes leave in the
 //! next poll, after the task (and every stream task that ran before it) has queued what it had.
-//! Each deferral wakes the task, so no byte waits for outside input; once the socket has refused
-//! bytes (a slow reader), flushes write and wait for room instead, so the task sleeps until the
-//! socket drains rather than waking itself; a codec that flushes
-//! repeatedly without reading in between gets a real write after [`MAX_DEFERRALS`].
+//! Each deferral wakes the task, so no byte waits for outside input, and a codec that flushes
+//! again and again without writing or reading in between gets a real write after
+//! [`MAX_IDLE_DEFERRALS`]. Once the socket has refused bytes (a slow reader), flushes write and
+//! wait for room instead, so the task sleeps until the socket drains rather than waking itself.
 //!
 //! The buffer is released whenever it empties, so an idle connection holds none; released
 //! buffers are kept in a small per-thread pool ([`SPARES_PER_THREAD`]) for the next connection

@@ -178,20 +178,12 @@ impl Subscription {
     }
 
     /// The names as requested, each once, ordered.
-    fn requested(&self) -> BTreeSet<Arc<str>> {
+    fn requested(&self) -> Vec<&Arc<str>> {
         match &self.listed {
             // Every key is listed (at some position).
-            Listed::Keys | Listed::Positions(_) => self.keys.iter().cloned().collect(),
-            Listed::Names(names) => names.iter().cloned().collect(),
-        }
-    }
-
-    /// The names as requested, each once, ordered, borrowed.
-    fn requested_names(&self) -> Vec<&str> {
-        match &self.listed {
-            Listed::Keys | Listed::Positions(_) => self.keys.iter().map(|n| &**n).collect(),
+            Listed::Keys | Listed::Positions(_) => self.keys.iter().collect(),
             Listed::Names(names) => {
-                let mut names: Vec<&str> = names.iter().map(|n| &**n).collect();
+                let mut names: Vec<&Arc<str>> = names.iter().collect();
                 names.sort_unstable();
                 names.dedup();
                 names
@@ -345,20 +337,22 @@ impl SotwStream {
         if !state.names.is_listed_by(&req.resource_names) {
             let listed: Vec<Arc<str>> =
                 req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
-            let before = state.names.requested();
+            let before: Vec<Arc<str>> = state.names.requested().into_iter().cloned().collect();
             state.names.set(listed);
             let explicit = state.names.requested();
+            // Both lists are sorted: membership is a binary search.
+            let is_explicit = |n: &Arc<str>| explicit.binary_search(&n).is_ok();
             // Rule 10: names not subscribed before must be answered; names still to be answered
             // but no longer requested are dropped first (usually there are none, and the new
-            // names are then built in one go from the sorted difference).
-            state.new_names.retain(|n| explicit.contains(n));
-            let added = explicit.difference(&before).cloned();
+            // names are then built in one go, in order).
+            state.new_names.retain(|n| is_explicit(n));
+            let added = explicit.iter().filter(|n| before.binary_search(n).is_err()).map(|n| Arc::clone(n));
             if state.new_names.is_empty() {
                 state.new_names = added.collect();
             } else {
                 state.new_names.extend(added);
             }
-            state.narrowed |= before.iter().any(|n| !explicit.contains(n));
+            state.narrowed |= before.iter().any(|n| !is_explicit(n));
         }
         state.waiting = true;
         state.dirty = true;
@@ -468,7 +462,7 @@ impl SotwStream {
 
     /// The explicitly subscribed names of a type.
     pub fn subscribed(&self, type_url: &str) -> impl Iterator<Item = &str> {
-        self.types.get(type_url).into_iter().flat_map(|s| s.names.requested_names())
+        self.types.get(type_url).into_iter().flat_map(|s| s.names.requested().into_iter().map(|n| &**n))
     }
 
     /// The types this stream has requested.

@@ -432,12 +432,9 @@ struct NameLookup<'a> {
     next: Option<usize>,
 }
 
-/// Explicit names at most this many times more numerous than the names to find are walked.
-const WALK_RATIO: usize = 8;
-
 impl<'a> NameLookup<'a> {
     fn new(names: &'a mut Names, lookups: usize) -> Self {
-        let walk = names.0.len() <= lookups.saturating_mul(WALK_RATIO);
+        let walk = crate::sotw::walk_rather_than_search(names.0.len(), lookups);
         Self { names: &mut names.0, next: walk.then_some(0) }
     }
 

@@ -239,12 +239,17 @@ fn sorted_lookup(
     set: &ResourceSet,
     keys: usize,
 ) -> SortedLookup<'_, impl Iterator<Item = (&Arc<str>, &Arc<EncodedResource>)>> {
-    let walk = set.len() <= keys.saturating_mul(WALK_RATIO);
-    SortedLookup { set, walk: walk.then(|| set.entries().peekable()) }
+    SortedLookup { set, walk: walk_rather_than_search(set.len(), keys).then(|| set.entries().peekable()) }
 }
 
-/// A set at most this many times larger than the names looked up in it is walked.
-const WALK_RATIO: usize = 8;
+/// Whether `lookups` ascending names are better found by walking a sorted collection of `len`
+/// alongside them than by one search each: a walk costs `len`, searches `lookups` times the
+/// depth. Used for resource sets (here) and for a delta stream's subscriptions.
+pub(crate) fn walk_rather_than_search(len: usize, lookups: usize) -> bool {
+    /// A collection at most this many times larger than the names looked up in it is walked.
+    const WALK_RATIO: usize = 8;
+    len <= lookups.saturating_mul(WALK_RATIO)
+}
 
 impl<'a, I: Iterator<Item = (&'a Arc<str>, &'a Arc<EncodedResource>)>> SortedLookup<'a, I> {
     /// The resource named `key`, with the set's own copy of the name when the set was walked;

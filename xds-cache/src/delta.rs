@@ -964,13 +964,19 @@ mod tests {
         assert_eq!(removed(&r2), ["xdstp://auth/t/ns/b"]);
     }
 
+    /// `n` endpoint resources `c0`, `c1`, ... at version 1, and their names.
+    fn numbered(n: usize) -> (Vec<String>, Arc<ResourceSet>) {
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let spec: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        let set = set(EDS, &spec);
+        (names, set)
+    }
+
     #[test]
     fn one_update_among_many_sends_exactly_that_resource() {
         let mut s = DeltaStream::ads();
         s.on_request(&req(EDS, &["*"], &[], "")).expect("first");
-        let many: Vec<(String, String)> = (0..10_000).map(|i| (format!("c{i}"), "1".to_string())).collect();
-        let spec: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let first = set(EDS, &spec);
+        let (_, first) = numbered(10_000);
         s.on_resources(EDS, Some(first.clone()));
         let r = s.next_response().expect("all");
         assert_eq!(r.resources.len(), 10_000);
@@ -987,11 +993,9 @@ mod tests {
     #[test]
     fn one_update_among_many_explicit_names_sends_exactly_that_resource() {
         let mut s = DeltaStream::ads();
-        let many: Vec<(String, String)> = (0..100).map(|i| (format!("c{i}"), "1".to_string())).collect();
-        let names: Vec<&str> = many.iter().map(|(n, _)| n.as_str()).collect();
+        let (names, first) = numbered(100);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         s.on_request(&req(EDS, &names, &[], "")).expect("first");
-        let spec: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let first = set(EDS, &spec);
         s.on_resources(EDS, Some(first.clone()));
         let r = s.next_response().expect("all");
         assert_eq!(r.resources.len(), 100);

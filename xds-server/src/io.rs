@@ -175,23 +175,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalescing<T> {
         if this.pending() == 0 {
             return Pin::new(&mut this.inner).poll_flush(cx);
         }
-        if this.blocked {
-            // The socket is full: wait for room like any writer.
-            return match this.poll_write_out(cx) {
-                Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
-                other => other,
-            };
-        }
-        if this.buf.len() == this.deferred_at {
-            this.idle_deferrals += 1;
-        } else {
-            this.idle_deferrals = 0;
-            this.deferred_at = this.buf.len();
-        }
-        if this.idle_deferrals < MAX_IDLE_DEFERRALS {
-            // Leave in the next poll, with whatever else this round queues.
-            cx.waker().wake_by_ref();
-            return Poll::Ready(Ok(()));
+        // Unless the socket is full (then wait for room like any writer), leave in the next poll
+        // with whatever else this round queues.
+        if !this.blocked {
+            if this.buf.len() == this.deferred_at {
+                this.idle_deferrals += 1;
+            } else {
+                this.idle_deferrals = 0;
+                this.deferred_at = this.buf.len();
+            }
+            if this.idle_deferrals < MAX_IDLE_DEFERRALS {
+                cx.waker().wake_by_ref();
+                return Poll::Ready(Ok(()));
+            }
         }
         match this.poll_write_out(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),

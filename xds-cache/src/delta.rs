@@ -434,7 +434,7 @@ struct NameLookup<'a> {
 
 impl<'a> NameLookup<'a> {
     fn new(names: &'a mut Names, lookups: usize) -> Self {
-        let walk = crate::sotw::walk_rather_than_search(names.0.len(), lookups);
+        let walk = xds_core::walk_rather_than_search(names.0.len(), lookups);
         Self { names: &mut names.0, next: walk.then_some(0) }
     }
 

@@ -34,13 +34,12 @@
 //! (rule 19).
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
-use xds_core::{canonical_name, type_url, EncodedResource, ResourceSet};
+use xds_core::{canonical_name, type_url, Names, ResourceSet, Selection};
 
 use crate::ack::{ready_in_order, AckState};
 use crate::Error;
@@ -58,8 +57,8 @@ pub struct SotwResponse {
     pub version: Arc<str>,
     /// The nonce, unique within the stream.
     pub nonce: Arc<str>,
-    /// The resources, ordered by name.
-    pub resources: Vec<Arc<EncodedResource>>,
+    /// The resources, ordered by name: shared by the streams sent the same resources.
+    pub resources: Selection,
     /// The client accepts `discovery.v3.Resource` wrappers in SotW (rule 20): resources with a
     /// TTL are sent wrapped, with their TTL.
     pub wrap_ttl: bool,
@@ -141,14 +140,16 @@ struct TypeState {
 /// The explicit names of a type.
 ///
 /// Kept as sorted canonical names, the order in which resource sets hold them, so a response is
-/// collected in one ordered pass; a name found by walking a resource set becomes the set's own
-/// string (see [`TypeState::due`]), so streams share names instead of holding copies. How the
+/// collected in one ordered pass; picking the resources from a set makes the list the one the
+/// set's other subscribers share, or gives it the set's own strings (see
+/// [`ResourceSet::select`]), so streams share names instead of holding copies. How the
 /// last request listed the names is kept too, as positions among them where it can be, so that
 /// the common ACK repeating the subscription is recognised by one comparison.
 #[derive(Debug, Default)]
 struct Subscription {
-    /// Canonical names ([`canonical_name`]), sorted, each once.
-    keys: Vec<Arc<str>>,
+    /// Canonical names ([`canonical_name`]), sorted, each once; shared with the streams that
+    /// subscribe the same (see [`ResourceSet::select`]).
+    keys: Names,
     /// How the last request listed the names (without `*`).
     listed: Listed,
 }
@@ -217,57 +218,12 @@ impl Subscription {
         } else {
             Listed::Positions(positions)
         };
-        self.keys = keys;
+        self.keys = keys.into();
     }
 
     fn clear(&mut self) {
-        self.keys.clear();
+        self.keys = Names::default();
         self.listed = Listed::Keys;
-    }
-}
-
-/// Finds ascending canonical names in a resource set: by walking the set alongside them when
-/// they are many compared with the set, else by one lookup each (a walk costs the size of the
-/// set, lookups their number times its depth).
-struct SortedLookup<'a, I: Iterator> {
-    set: &'a ResourceSet,
-    walk: Option<std::iter::Peekable<I>>,
-}
-
-/// A [`SortedLookup`] of `keys` names in `set`.
-fn sorted_lookup(
-    set: &ResourceSet,
-    keys: usize,
-) -> SortedLookup<'_, impl Iterator<Item = (&Arc<str>, &Arc<EncodedResource>)>> {
-    SortedLookup { set, walk: walk_rather_than_search(set.len(), keys).then(|| set.entries().peekable()) }
-}
-
-/// Whether `lookups` ascending names are better found by walking a sorted collection of `len`
-/// alongside them than by one search each: a walk costs `len`, searches `lookups` times the
-/// depth. Used for resource sets (here) and for a delta stream's subscriptions.
-pub(crate) fn walk_rather_than_search(len: usize, lookups: usize) -> bool {
-    /// A collection at most this many times larger than the names looked up in it is walked.
-    const WALK_RATIO: usize = 8;
-    len <= lookups.saturating_mul(WALK_RATIO)
-}
-
-impl<'a, I: Iterator<Item = (&'a Arc<str>, &'a Arc<EncodedResource>)>> SortedLookup<'a, I> {
-    /// The resource named `key`, with the set's own copy of the name when the set was walked;
-    /// keys must come in ascending order.
-    fn get(&mut self, key: &Arc<str>) -> (Option<&'a Arc<EncodedResource>>, Option<&'a Arc<str>>) {
-        let Some(walk) = &mut self.walk else {
-            return (self.set.get(key), None);
-        };
-        while let Some(&(name, resource)) = walk.peek() {
-            let order = if Arc::ptr_eq(name, key) { Ordering::Equal } else { (**name).cmp(&**key) };
-            match order {
-                Ordering::Less => {}
-                Ordering::Equal => return (Some(resource), Some(name)),
-                Ordering::Greater => return (None, None),
-            }
-            walk.next();
-        }
-        (None, None)
     }
 }
 
@@ -277,6 +233,8 @@ struct Sent {
     /// The set the response was built from: shared with the source, never copied, so a stream
     /// costs a pointer here whatever the number of resources.
     set: Arc<ResourceSet>,
+    /// The resources sent: shared with the other streams sent the same.
+    resources: Selection,
     wildcard: bool,
 }
 
@@ -387,7 +345,7 @@ impl SotwStream {
             let set = set.clone();
             let nonce: Arc<str> = self.next_nonce.to_string().into();
             self.next_nonce += 1;
-            state.sent = Some(Sent { set: set.clone(), wildcard: state.wildcard });
+            state.sent = Some(Sent { set: set.clone(), resources: resources.clone(), wildcard: state.wildcard });
             state.narrowed = false;
             state.ack.sent(nonce.clone(), set.version_arc().clone());
             state.waiting = false;
@@ -480,7 +438,7 @@ impl SotwStream {
 /// (`false`: a heartbeat).
 struct Due<'a> {
     set: &'a Arc<ResourceSet>,
-    resources: Vec<Arc<EncodedResource>>,
+    resources: Selection,
     changed: bool,
 }
 
@@ -517,6 +475,15 @@ pub(crate) fn resolve_type<S>(
     })
 }
 
+/// Whether two selections hold the same resources in the same versions.
+fn same_versions(a: &Selection, b: &Selection) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.len() == b.len()
+            && a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| Arc::ptr_eq(x, y) || (x.name() == y.name() && x.version_arc() == y.version_arc())))
+}
+
 impl TypeState {
     /// Something was sent and the latest resources carry TTLs: heartbeats are due.
     fn holds_ttl(&self) -> bool {
@@ -541,37 +508,14 @@ impl TypeState {
                 return None;
             }
         }
-        // For explicit names: whether one of them differs from what was sent, found in the same
-        // ordered pass that collects them (only when the set did change and nothing else tells).
-        let keys = &mut self.names.keys;
-        let mut compare = match &self.sent {
+        let resources = if self.wildcard { set.all() } else { set.select(&mut self.names.keys) };
+        // For explicit names: whether one of them differs from what was sent (only when the set
+        // did change and nothing else tells). Both lists are in name order.
+        let differs = match &self.sent {
             Some(sent) if !self.wildcard && !sent.wildcard && !self.narrowed && sent.set.version() != set.version() => {
-                Some(sorted_lookup(&sent.set, keys.len()))
+                !same_versions(&sent.resources, &resources)
             }
-            _ => None,
-        };
-        let mut differs = false;
-        let resources: Vec<Arc<EncodedResource>> = if self.wildcard {
-            set.iter().cloned().collect()
-        } else {
-            let mut now = sorted_lookup(set, keys.len());
-            let mut resources = Vec::with_capacity(keys.len().min(set.len()));
-            for key in keys.iter_mut() {
-                let (resource, name) = now.get(key);
-                if let Some(sent) = &mut compare {
-                    if sent.get(key).0.map(|r| r.version_arc()) != resource.map(|r| r.version_arc()) {
-                        differs = true;
-                        compare = None;
-                    }
-                }
-                // Hold the set's copy of the name: the next walk finds it by address, and the
-                // stream keeps no copy of its own.
-                if let Some(name) = name.filter(|n| !Arc::ptr_eq(n, key)) {
-                    *key = name.clone();
-                }
-                resources.extend(resource.cloned());
-            }
-            resources
+            _ => false,
         };
         let (answer, changed) = match &self.sent {
             // Nothing sent since the last fresh request: answer (full state even when empty).
@@ -598,7 +542,7 @@ mod tests {
     use xds_core::envoy::config::cluster::v3::Cluster;
     use xds_core::envoy::config::endpoint::v3::ClusterLoadAssignment;
     use xds_core::google::rpc::Status as RpcStatus;
-    use xds_core::XdsResource;
+    use xds_core::{EncodedResource, XdsResource};
 
     const CDS: &str = type_url::CLUSTER;
     const EDS: &str = type_url::ENDPOINT;
@@ -661,6 +605,20 @@ mod tests {
         s.on_resources(CDS, Some(clusters(&[("a", "1"), ("b", "1")])));
         let r = s.next_response().expect("initial response");
         (s, r)
+    }
+
+    #[test]
+    fn streams_subscribing_the_same_names_share_one_selection() {
+        let set = endpoints(&[("a", 1), ("b", 1), ("c", 1)]);
+        let mut responses = Vec::new();
+        for _ in 0..3 {
+            let (mut s, _) = started();
+            s.on_request(&req(EDS, &["c", "a"], "", "")).expect("eds");
+            s.on_resources(EDS, Some(set.clone()));
+            responses.push(s.next_response().expect("eds response"));
+        }
+        assert_eq!(names(&responses[0]), ["a", "c"]);
+        assert!(responses.iter().all(|r| Arc::ptr_eq(&r.resources, &responses[0].resources)));
     }
 
     #[test]
@@ -1053,7 +1011,7 @@ mod tests {
                     while let Some(r) = s.next_response() {
                         prop_assert!(nonces.insert(r.nonce.clone()), "nonce repeated");
                         let mut seen = std::collections::HashSet::new();
-                        for res in &r.resources {
+                        for res in r.resources.iter() {
                             prop_assert!(subscribed.iter().any(|n| n == res.name()), "unsubscribed name sent");
                             prop_assert!(seen.insert(res.name().to_string()), "name twice");
                         }

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use crate::names::canonical_name;
 
 use crate::resource::EncodedResource;
+use crate::selection::{walk_rather_than_search, Names, Selection, Selections};
 
 /// The resources of one type for one node group, with a set version.
 ///
@@ -28,6 +29,8 @@ pub struct ResourceSet {
     ttl_count: usize,
     explicit_version: Option<Arc<str>>,
     version: Arc<str>,
+    /// What streams picked from the set, shared between them (see [`ResourceSet::select`]).
+    selections: Selections,
 }
 
 /// One difference between two sets (see [`ResourceSet::diff`]).
@@ -49,6 +52,7 @@ impl ResourceSet {
             ttl_count: 0,
             explicit_version: None,
             version: Arc::from(""),
+            selections: Selections::default(),
         };
         set.refresh_version();
         set
@@ -75,6 +79,7 @@ impl ResourceSet {
             Cow::Borrowed(_) => resource.name_arc().clone(),
             Cow::Owned(canonical) => canonical.into(),
         };
+        self.selections = Selections::default();
         if let Some(old) = self.resources.insert(key, resource) {
             self.digest ^= entry_hash(&old);
             self.ttl_count -= usize::from(old.ttl().is_some());
@@ -86,6 +91,7 @@ impl ResourceSet {
     pub fn remove(&mut self, name: &str) -> bool {
         match self.resources.remove(&*canonical_name(name)) {
             Some(old) => {
+                self.selections = Selections::default();
                 self.digest ^= entry_hash(&old);
                 self.ttl_count -= usize::from(old.ttl().is_some());
                 self.refresh_version();
@@ -176,6 +182,62 @@ impl ResourceSet {
         self.resources.iter()
     }
 
+    /// Every resource, ordered by name, as one shared [`Selection`] (picked on first use).
+    pub fn all(&self) -> Selection {
+        self.selections.all(|| self.resources.values().cloned().collect())
+    }
+
+    /// The resources named by `names` (canonical names, sorted, each once; names the set does
+    /// not hold are skipped), ordered by name.
+    ///
+    /// Streams that subscribe the same names get the same [`Selection`]: the set keeps the last
+    /// few it was asked for, so one stream picks the resources and the others share them. On
+    /// return `names` is the list the selection was kept with (shared by those streams), or
+    /// holds the set's own strings for the names it found: later sets that
+    /// [`adopt`](Self::adopt) this one recognise them by address.
+    pub fn select(&self, names: &mut Names) -> Selection {
+        self.selections.named(names, |names| self.pick(names))
+    }
+
+    /// The resources named by `names`, found by walking the set alongside them or by one search
+    /// each; names found are replaced by the set's own strings.
+    fn pick(&self, names: &mut Names) -> Selection {
+        let mut picked = Vec::with_capacity(names.len().min(self.len()));
+        // The set's strings for names held as other strings: (position, string).
+        let mut own: Vec<(usize, Arc<str>)> = Vec::new();
+        let mut found = |i: usize, key: &Arc<str>, name: &Arc<str>, resource: &Arc<EncodedResource>| {
+            if !Arc::ptr_eq(name, key) {
+                own.push((i, name.clone()));
+            }
+            picked.push(resource.clone());
+        };
+        if walk_rather_than_search(self.len(), names.len()) {
+            let mut entries = self.resources.iter().peekable();
+            for (i, key) in names.iter().enumerate() {
+                while entries.next_if(|(n, _)| !Arc::ptr_eq(n, key) && ***n < **key).is_some() {}
+                match entries.peek() {
+                    Some(&(n, r)) if Arc::ptr_eq(n, key) || **n == **key => found(i, key, n, r),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        } else {
+            for (i, key) in names.iter().enumerate() {
+                if let Some((n, r)) = self.resources.get_key_value(key) {
+                    found(i, key, n, r);
+                }
+            }
+        }
+        if !own.is_empty() {
+            let mut renamed = names.to_vec();
+            for (i, name) in own {
+                renamed[i] = name;
+            }
+            *names = renamed.into();
+        }
+        picked.into()
+    }
+
     /// Takes over `previous`'s copies of what the two sets share: the name string of every
     /// resource in both, and the resource itself where it is equal (same name, version and
     /// bytes). Content and version do not change.
@@ -209,6 +271,7 @@ impl ResourceSet {
             .collect();
         if taken {
             self.resources = entries.into_iter().collect();
+            self.selections = Selections::default();
         }
     }
 
@@ -306,6 +369,72 @@ mod tests {
         assert!(Arc::ptr_eq(new.get("a").expect("a"), old.get("a").expect("a")), "an equal resource is the old object");
         assert_eq!(&new.get("b").expect("b").value()[..], b"changed", "a changed resource stays new");
         assert!(!old.contains("new") && !new.contains("gone"));
+    }
+
+    fn names(names: &[&str]) -> Names {
+        names.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    fn selected(s: &Selection) -> Vec<&str> {
+        s.iter().map(|r| r.name()).collect()
+    }
+
+    #[test]
+    fn select_picks_named_resources_in_order_by_walk_and_by_search() {
+        let set = ResourceSet::from_resources(CLUSTER, (0..100).map(|i| res(&format!("c{i:03}"), b"x")));
+        // 3 names among 100: searched; 50 names among 100: walked.
+        let mut few = names(&["c007", "c050", "missing", "c099"]);
+        assert_eq!(selected(&set.select(&mut few)), ["c007", "c050", "c099"]);
+        let listed: Vec<String> = (0..100).step_by(2).map(|i| format!("c{i:03}")).chain(["zz".into()]).collect();
+        let mut many: Names = listed.iter().map(|n| Arc::from(n.as_str())).collect();
+        let picked = set.select(&mut many);
+        assert_eq!(picked.len(), 50);
+        assert!(picked.iter().zip(&listed).all(|(r, n)| r.name() == n));
+        // Names found become the set's own strings, in both ways; a missing one stays.
+        for list in [&few, &many] {
+            for n in list.iter() {
+                let own = set.names().find(|k| *k == n);
+                assert_eq!(own.is_some_and(|k| Arc::ptr_eq(k, n)), own.is_some(), "{n}");
+            }
+        }
+        assert!(set.select(&mut names(&[])).is_empty());
+        assert!(ResourceSet::empty(CLUSTER).select(&mut names(&["a"])).is_empty());
+    }
+
+    #[test]
+    fn streams_selecting_the_same_names_share_the_selection_and_the_names() {
+        let set = ResourceSet::from_resources(CLUSTER, (0..10).map(|i| res(&format!("c{i}"), b"x")));
+        let mut first = names(&["c1", "c2", "c5"]);
+        let mut second = names(&["c1", "c2", "c5"]);
+        let a = set.select(&mut first);
+        let b = set.select(&mut second);
+        assert!(Arc::ptr_eq(&a, &b), "one selection");
+        assert!(Arc::ptr_eq(&first, &second), "one list of names");
+        let mut other = names(&["c1", "c2"]);
+        assert!(!Arc::ptr_eq(&set.select(&mut other), &a));
+        assert!(Arc::ptr_eq(&set.all(), &set.all()));
+        assert_eq!(set.all().len(), 10);
+        // A changed set (a clone being edited) picks anew.
+        let mut changed = set.clone();
+        changed.insert(res("c2", b"y"));
+        let c = changed.select(&mut first);
+        assert!(!Arc::ptr_eq(&c, &a));
+        assert_eq!(&c[1].value()[..], b"y");
+        assert_eq!(changed.all().len(), 10);
+        assert!(!Arc::ptr_eq(&changed.all(), &set.all()));
+        assert_eq!(set, set.clone(), "selections are not part of a set's value");
+    }
+
+    #[test]
+    fn selections_kept_are_bounded() {
+        let set = ResourceSet::from_resources(CLUSTER, (0..20).map(|i| res(&format!("c{i:02}"), b"x")));
+        let mut lists: Vec<Names> = (0..20).map(|i| names(&[&format!("c{i:02}")])).collect();
+        let picked: Vec<Selection> = lists.iter_mut().map(|l| set.select(l)).collect();
+        assert!(picked.iter().zip(0..).all(|(s, i)| selected(s) == [format!("c{i:02}")]));
+        assert_eq!(set.selections.named.lock().map(|n| n.len()).unwrap_or(0), crate::selection::KEPT);
+        // The most recent are kept, the oldest picked anew.
+        assert!(Arc::ptr_eq(&set.select(&mut names(&["c19"])), &picked[19]));
+        assert!(!Arc::ptr_eq(&set.select(&mut names(&["c00"])), &picked[0]));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl SharedPart for SotwResponse {
         h.write(self.type_url.as_bytes());
         h.write(self.version.as_bytes());
         h.write_u8(u8::from(self.wrap_ttl) | u8::from(self.heartbeat) << 1);
-        for r in &self.resources {
+        for r in self.resources.iter() {
             h.write_usize(Arc::as_ptr(r) as usize);
         }
         h.finish()
@@ -76,8 +76,9 @@ impl SharedPart for SotwResponse {
             && self.version == other.version
             && self.wrap_ttl == other.wrap_ttl
             && self.heartbeat == other.heartbeat
-            && self.resources.len() == other.resources.len()
-            && self.resources.iter().zip(&other.resources).all(|(a, b)| Arc::ptr_eq(a, b))
+            && (Arc::ptr_eq(&self.resources, &other.resources)
+                || (self.resources.len() == other.resources.len()
+                    && self.resources.iter().zip(other.resources.iter()).all(|(a, b)| Arc::ptr_eq(a, b))))
     }
 }
 
@@ -414,7 +415,7 @@ mod tests {
             type_url: type_url::ENDPOINT.into(),
             version: "v1".into(),
             nonce: nonce.into(),
-            resources,
+            resources: resources.into(),
             wrap_ttl: false,
             heartbeat: false,
         }

@@ -71,7 +71,7 @@ mod sotw_field {
 impl WireMessage for SotwResponse {
     fn write_shared(&self, buf: &mut impl BufMut) {
         write_str_field(sotw_field::VERSION_INFO, &self.version, buf);
-        for r in &self.resources {
+        for r in self.resources.iter() {
             match sotw_wrapper(self, r) {
                 Some(w) => w.write(sotw_field::RESOURCES, buf),
                 // An empty `Any` is still a present element of a repeated field.
@@ -462,7 +462,7 @@ mod tests {
             type_url: xds_core::type_url::CLUSTER.into(),
             version: "v1".into(),
             nonce: "7".into(),
-            resources: clusters,
+            resources: clusters.into(),
             wrap_ttl: false,
             heartbeat: false,
         };
@@ -535,7 +535,7 @@ mod tests {
                 type_url: xds_core::type_url::CLUSTER.into(),
                 version: "v1".into(),
                 nonce: "1".into(),
-                resources: vec![a.clone(), b.clone()],
+                resources: vec![a.clone(), b.clone()].into(),
                 wrap_ttl: true,
                 heartbeat,
             };

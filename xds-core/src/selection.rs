@@ -1,0 +1,112 @@
+//! Selections: the resources a stream subscribes to, picked from a [`ResourceSet`] once and
+//! shared by every stream that subscribes the same names.
+//!
+//! Ten thousand proxies of one mesh subscribe the same hundred endpoint names. Picking those
+//! hundred resources out of each new set for every stream costs a walk of the set and a
+//! reference count increment per resource and stream, on counters every core touches. A set
+//! instead keeps the few selections asked of it (see [`ResourceSet::select`]): the first stream
+//! walks the set, the others get the same [`Selection`] for one increment. The streams also end
+//! up sharing one list of subscribed [`Names`] instead of holding a copy each.
+//!
+//! [`ResourceSet`]: crate::ResourceSet
+//! [`ResourceSet::select`]: crate::ResourceSet::select
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use crate::resource::EncodedResource;
+
+/// Resources picked from a set, ordered by name; shared by the streams it was picked for.
+pub type Selection = Arc<[Arc<EncodedResource>]>;
+
+/// Canonical resource names ([`canonical_name`](crate::canonical_name)), sorted, each once: what
+/// a stream subscribes to of one type. Streams that subscribe the same names share one list.
+pub type Names = Arc<[Arc<str>]>;
+
+/// Selections kept per set, the oldest dropped first. Streams of a mesh subscribe a few distinct
+/// lists (often one per type); a stream with a list of its own costs a miss, not a churn of
+/// the whole cache.
+pub(crate) const KEPT: usize = 8;
+
+/// The selections asked of one set (its whole content, and by names), computed on first use.
+/// Part of the set's cached state: a clone of the set starts empty, and the set's equality
+/// ignores it.
+#[derive(Default)]
+pub(crate) struct Selections {
+    all: OnceLock<Selection>,
+    pub(crate) named: Mutex<VecDeque<(Names, Selection)>>,
+}
+
+impl Selections {
+    /// The whole set, computed by `all` on first use.
+    pub(crate) fn all(&self, all: impl FnOnce() -> Selection) -> Selection {
+        self.all.get_or_init(all).clone()
+    }
+
+    /// The selection kept for `names` (equal names, by address or content), making `names` the
+    /// kept list; or the one `pick` computes (it may replace `names` with the set's own
+    /// strings), kept for the next stream.
+    pub(crate) fn named(&self, names: &mut Names, pick: impl FnOnce(&mut Names) -> Selection) -> Selection {
+        if let Some(kept) = self.find(names) {
+            return kept;
+        }
+        // Picked without the lock: other streams are not held up by a walk of a large set.
+        let selection = pick(names);
+        let mut kept = self.named.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((n, s)) = kept.iter().find(|(n, _)| same_names(n, names)) {
+            // Another stream picked the same meanwhile: share one copy.
+            *names = n.clone();
+            return s.clone();
+        }
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((names.clone(), selection.clone()));
+        selection
+    }
+
+    fn find(&self, names: &mut Names) -> Option<Selection> {
+        let kept = self.named.lock().unwrap_or_else(PoisonError::into_inner);
+        let (n, s) = kept.iter().find(|(n, _)| same_names(n, names))?;
+        *names = n.clone();
+        Some(s.clone())
+    }
+}
+
+/// Whether two name lists are equal: the same list, or equal names (compared by address first).
+fn same_names(a: &Names, b: &Names) -> bool {
+    Arc::ptr_eq(a, b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| Arc::ptr_eq(x, y) || x == y))
+}
+
+impl Clone for Selections {
+    /// A clone starts empty: it is about to be changed, and its selections computed anew.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Selections {
+    /// Cached state: not part of a set's value.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Selections {}
+
+impl fmt::Debug for Selections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let named = self.named.lock().map_or(0, |n| n.len());
+        f.debug_struct("Selections").field("all", &self.all.get().is_some()).field("named", &named).finish()
+    }
+}
+
+/// Whether `lookups` ascending names are better found by walking a sorted collection of `len`
+/// alongside them than by one search each: a walk costs `len`, searches `lookups` times the
+/// depth. Used to pick resources from sets and to match a delta stream's subscriptions.
+pub fn walk_rather_than_search(len: usize, lookups: usize) -> bool {
+    /// A collection at most this many times larger than the names looked up in it is walked.
+    const WALK_RATIO: usize = 8;
+    len <= lookups.saturating_mul(WALK_RATIO)
+}

@@ -258,7 +258,9 @@ pub async fn run(o: Options) -> Result<Report, String> {
         server_rss_per_stream: full_stats.rss_bytes.saturating_sub(before.rss_bytes) as f64 / total as f64,
     };
     if !all_full {
-        eprintln!("warning: only {} of {total} streams reached the full state in time", recorder.full_count());
+        let text = format!("only {} of {total} streams reached the full state in time", recorder.full_count());
+        eprintln!("error: {text}");
+        recorder.error(usize::MAX, text);
     }
 
     let mut update_reports = Vec::new();
@@ -282,7 +284,18 @@ pub async fn run(o: Options) -> Result<Report, String> {
         }
         let deadline = Instant::now() + Duration::from_secs(o.update_timeout_s);
         let live = o.streams;
-        wait_until(deadline, || recorder.update_count(index) + recorder.errors() >= live).await;
+        let errors_before = recorder.errors();
+        if !wait_until(deadline, || recorder.update_count(index) + recorder.errors() >= live).await {
+            // A stream that never gets an update is a server bug, not a slow run: fail the run.
+            let text = format!(
+                "update {index}: {} of {live} streams had it after {} s ({} stream errors meanwhile)",
+                recorder.update_count(index),
+                o.update_timeout_s,
+                recorder.errors() - errors_before
+            );
+            eprintln!("error: {text}");
+            recorder.error(usize::MAX, text);
+        }
         let after = settled(pid, &o).await;
         let generator_after = stats(Some(client_pid));
         let sent = control.sent().await?;

@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, ResourceSet};
+use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Changed, EncodedResource, ResourceSet};
 
 use crate::ack::{ready_in_order, AckState};
 use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
@@ -637,7 +637,8 @@ impl TypeState {
                 }
             }
             Some(base) => {
-                let changes = latest.diff(base);
+                // Shared with the other streams that last sent the same set.
+                let changes = latest.changes_since(base);
                 out.reserve(changes.len());
                 // The diff comes ordered by canonical name, like the explicit names.
                 let mut explicit = NameLookup::new(&mut self.names, changes.len());
@@ -645,9 +646,9 @@ impl TypeState {
                 let implicit = |canonical: &str, own: &Arc<str>| {
                     (self.wildcard || in_glob(&self.globs, canonical)).then(|| own.clone())
                 };
-                for change in changes {
+                for change in changes.iter() {
                     match change {
-                        Change::Upsert(r) => {
+                        Changed::Upsert(r) => {
                             let canonical = canonical_name(r.name());
                             // The set holds the resource under its own name when it is canonical.
                             let set_name = matches!(canonical, Cow::Borrowed(_)).then(|| r.name_arc());
@@ -657,7 +658,7 @@ impl TypeState {
                                 out.upsert(reply, r);
                             }
                         }
-                        Change::Remove(name) => {
+                        Changed::Remove(name) => {
                             if let Some(reply) = explicit.get(name, Some(name)).or_else(|| implicit(name, name)) {
                                 out.remove(reply);
                             }

@@ -8,14 +8,20 @@
 //! walks the set, the others get the same [`Selection`] for one increment. The streams also end
 //! up sharing one list of subscribed [`Names`] instead of holding a copy each.
 //!
+//! Delta streams ask each new set what changed since the set they last sent; ten thousand
+//! streams that sent the same set ask the same question, and the set keeps the answer
+//! ([`ResourceSet::changes_since`]).
+//!
 //! [`ResourceSet`]: crate::ResourceSet
 //! [`ResourceSet::select`]: crate::ResourceSet::select
+//! [`ResourceSet::changes_since`]: crate::ResourceSet::changes_since
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::resource::EncodedResource;
+use crate::set::ResourceSet;
 
 /// Resources picked from a set, ordered by name; shared by the streams it was picked for.
 pub type Selection = Arc<[Arc<EncodedResource>]>;
@@ -23,6 +29,23 @@ pub type Selection = Arc<[Arc<EncodedResource>]>;
 /// Canonical resource names ([`canonical_name`](crate::canonical_name)), sorted, each once: what
 /// a stream subscribes to of one type. Streams that subscribe the same names share one list.
 pub type Names = Arc<[Arc<str>]>;
+
+/// One difference between a set and an older one (see
+/// [`ResourceSet::changes_since`](crate::ResourceSet::changes_since)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// The name is new or its version changed: the resource in the newer set.
+    Upsert(Arc<EncodedResource>),
+    /// The name is gone (its canonical name).
+    Remove(Arc<str>),
+}
+
+/// The differences between two sets, ordered by canonical name; shared by the streams that ask.
+pub type Changes = Arc<[Changed]>;
+
+/// Differences kept per set (against that many older sets). Streams of a group have usually sent
+/// one of the last two or three sets.
+const DIFFS_KEPT: usize = 4;
 
 /// Selections kept per set, the oldest dropped first. Streams of a mesh subscribe a few distinct
 /// lists (often one per type); a stream with a list of its own costs a miss, not a churn of
@@ -36,6 +59,9 @@ pub(crate) const KEPT: usize = 8;
 pub(crate) struct Selections {
     all: OnceLock<Selection>,
     pub(crate) named: Mutex<VecDeque<(Names, Selection)>>,
+    /// Differences from older sets, by the older set's address: the weak reference keeps the
+    /// address from being reused while the entry exists.
+    diffs: Mutex<VecDeque<(Weak<ResourceSet>, Changes)>>,
 }
 
 impl Selections {
@@ -64,6 +90,27 @@ impl Selections {
         }
         kept.push_back((names.clone(), selection.clone()));
         selection
+    }
+
+    /// The differences from `older`, kept, or computed by `diff` and kept.
+    pub(crate) fn changes_since(&self, older: &Arc<ResourceSet>, diff: impl FnOnce() -> Changes) -> Changes {
+        let kept = |diffs: &VecDeque<(Weak<ResourceSet>, Changes)>| {
+            diffs.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(older))).map(|(_, c)| c.clone())
+        };
+        if let Some(changes) = kept(&self.diffs.lock().unwrap_or_else(PoisonError::into_inner)) {
+            return changes;
+        }
+        // Computed without the lock, like a selection.
+        let changes = diff();
+        let mut diffs = self.diffs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = kept(&diffs) {
+            return existing;
+        }
+        if diffs.len() == DIFFS_KEPT {
+            diffs.pop_front();
+        }
+        diffs.push_back((Arc::downgrade(older), changes.clone()));
+        changes
     }
 
     fn find(&self, names: &mut Names) -> Option<Selection> {

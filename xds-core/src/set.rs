@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use crate::names::canonical_name;
 
 use crate::resource::EncodedResource;
-use crate::selection::{walk_rather_than_search, Names, Selection, Selections};
+use crate::selection::{walk_rather_than_search, Changed, Changes, Names, Selection, Selections};
 
 /// The resources of one type for one node group, with a set version.
 ///
@@ -275,6 +275,21 @@ impl ResourceSet {
         }
     }
 
+    /// What changed from `older` to `self`, as [`diff`](Self::diff) finds it, shared: the set
+    /// keeps the answer for the last few older sets it was asked about, so the streams that
+    /// last sent the same set share one diff.
+    pub fn changes_since(&self, older: &Arc<ResourceSet>) -> Changes {
+        self.selections.changes_since(older, || {
+            self.diff(older)
+                .into_iter()
+                .map(|c| match c {
+                    Change::Upsert(r) => Changed::Upsert(r.clone()),
+                    Change::Remove(name) => Changed::Remove(name.clone()),
+                })
+                .collect()
+        })
+    }
+
     /// What changed from `older` to `self`: upserts and removals, ordered by name.
     ///
     /// Subtrees shared between the two sets are skipped, so diffing two versions of a large set
@@ -435,6 +450,44 @@ mod tests {
         // The most recent are kept, the oldest picked anew.
         assert!(Arc::ptr_eq(&set.select(&mut names(&["c19"])), &picked[19]));
         assert!(!Arc::ptr_eq(&set.select(&mut names(&["c00"])), &picked[0]));
+    }
+
+    #[test]
+    fn changes_since_an_older_set_are_shared_and_match_the_diff() {
+        let old = Arc::new(ResourceSet::from_resources(CLUSTER, (0..100).map(|i| res(&format!("c{i:02}"), b"x"))));
+        let mut next = (*old).clone();
+        next.insert(res("c05", b"y"));
+        next.remove("c07");
+        next.insert(res("new", b"z"));
+        let next = Arc::new(next);
+        let a = next.changes_since(&old);
+        let b = next.changes_since(&old);
+        assert!(Arc::ptr_eq(&a, &b), "streams that sent the same set share one answer");
+        let expected: Vec<Changed> = next
+            .diff(&old)
+            .into_iter()
+            .map(|c| match c {
+                Change::Upsert(r) => Changed::Upsert(r.clone()),
+                Change::Remove(n) => Changed::Remove(n.clone()),
+            })
+            .collect();
+        assert_eq!(&a[..], &expected[..]);
+        assert_eq!(a.len(), 3);
+        // Against another older set (equal content, another object): its own answer.
+        let twin = Arc::new((*old).clone());
+        let c = next.changes_since(&twin);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(&c[..], &expected[..]);
+        // A set changed in place forgets its answers.
+        let mut edited = (*next).clone();
+        edited.insert(res("c06", b"w"));
+        assert_eq!(edited.changes_since(&old).len(), 4);
+        // Bounded: answers for the oldest sets asked about are dropped.
+        let others: Vec<Arc<ResourceSet>> = (0..10).map(|_| Arc::new((*old).clone())).collect();
+        for o in &others {
+            next.changes_since(o);
+        }
+        assert!(!Arc::ptr_eq(&next.changes_since(&old), &a), "computed again");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Changed, EncodedResource, ResourceSet};
+use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, ResourceSet};
 
 use crate::ack::{ready_in_order, AckState};
 use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
@@ -648,7 +648,7 @@ impl TypeState {
                 };
                 for change in changes.iter() {
                     match change {
-                        Changed::Upsert(r) => {
+                        Change::Upsert(r) => {
                             let canonical = canonical_name(r.name());
                             // The set holds the resource under its own name when it is canonical.
                             let set_name = matches!(canonical, Cow::Borrowed(_)).then(|| r.name_arc());
@@ -658,7 +658,7 @@ impl TypeState {
                                 out.upsert(reply, r);
                             }
                         }
-                        Changed::Remove(name) => {
+                        Change::Remove(name) => {
                             if let Some(reply) = explicit.get(name, Some(name)).or_else(|| implicit(name, name)) {
                                 out.remove(reply);
                             }

@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::resource::EncodedResource;
-use crate::set::ResourceSet;
+use crate::set::{Change, ResourceSet};
 
 /// Resources picked from a set, ordered by name; shared by the streams it was picked for.
 pub type Selection = Arc<[Arc<EncodedResource>]>;
@@ -30,18 +30,8 @@ pub type Selection = Arc<[Arc<EncodedResource>]>;
 /// a stream subscribes to of one type. Streams that subscribe the same names share one list.
 pub type Names = Arc<[Arc<str>]>;
 
-/// One difference between a set and an older one (see
-/// [`ResourceSet::changes_since`](crate::ResourceSet::changes_since)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Changed {
-    /// The name is new or its version changed: the resource in the newer set.
-    Upsert(Arc<EncodedResource>),
-    /// The name is gone (its canonical name).
-    Remove(Arc<str>),
-}
-
 /// The differences between two sets, ordered by canonical name; shared by the streams that ask.
-pub type Changes = Arc<[Changed]>;
+pub type Changes = Arc<[Change]>;
 
 /// Differences kept per set (against that many older sets). Streams of a group have usually sent
 /// one of the last two or three sets.

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use crate::names::canonical_name;
 
 use crate::resource::EncodedResource;
-use crate::selection::{walk_rather_than_search, Changed, Changes, Names, Selection, Selections};
+use crate::selection::{walk_rather_than_search, Changes, Names, Selection, Selections};
 
 /// The resources of one type for one node group, with a set version.
 ///
@@ -33,13 +33,14 @@ pub struct ResourceSet {
     selections: Selections,
 }
 
-/// One difference between two sets (see [`ResourceSet::diff`]).
+/// One difference between two sets (see [`ResourceSet::diff`]); it holds the newer set's
+/// resource, or the gone canonical name, shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change<'a> {
-    /// The name is new or its version changed.
-    Upsert(&'a Arc<EncodedResource>),
-    /// The name is gone.
-    Remove(&'a Arc<str>),
+pub enum Change {
+    /// The name is new or its version changed: the resource in the newer set.
+    Upsert(Arc<EncodedResource>),
+    /// The name is gone (its canonical name).
+    Remove(Arc<str>),
 }
 
 impl ResourceSet {
@@ -279,31 +280,23 @@ impl ResourceSet {
     /// keeps the answer for the last few older sets it was asked about, so the streams that
     /// last sent the same set share one diff.
     pub fn changes_since(&self, older: &Arc<ResourceSet>) -> Changes {
-        self.selections.changes_since(older, || {
-            self.diff(older)
-                .into_iter()
-                .map(|c| match c {
-                    Change::Upsert(r) => Changed::Upsert(r.clone()),
-                    Change::Remove(name) => Changed::Remove(name.clone()),
-                })
-                .collect()
-        })
+        self.selections.changes_since(older, || self.diff(older).into())
     }
 
     /// What changed from `older` to `self`: upserts and removals, ordered by name.
     ///
     /// Subtrees shared between the two sets are skipped, so diffing two versions of a large set
     /// that differ in a few resources costs in proportion to those few.
-    pub fn diff<'a>(&'a self, older: &'a ResourceSet) -> Vec<Change<'a>> {
+    pub fn diff(&self, older: &ResourceSet) -> Vec<Change> {
         older
             .resources
             .diff(&self.resources)
             .filter_map(|d| match d {
-                imbl::ordmap::DiffItem::Add(_, new) => Some(Change::Upsert(new)),
+                imbl::ordmap::DiffItem::Add(_, new) => Some(Change::Upsert(new.clone())),
                 imbl::ordmap::DiffItem::Update { old, new } => {
-                    (old.1.version() != new.1.version()).then_some(Change::Upsert(new.1))
+                    (old.1.version() != new.1.version()).then(|| Change::Upsert(new.1.clone()))
                 }
-                imbl::ordmap::DiffItem::Remove(name, _) => Some(Change::Remove(name)),
+                imbl::ordmap::DiffItem::Remove(name, _) => Some(Change::Remove(name.clone())),
             })
             .collect()
     }
@@ -463,14 +456,7 @@ mod tests {
         let a = next.changes_since(&old);
         let b = next.changes_since(&old);
         assert!(Arc::ptr_eq(&a, &b), "streams that sent the same set share one answer");
-        let expected: Vec<Changed> = next
-            .diff(&old)
-            .into_iter()
-            .map(|c| match c {
-                Change::Upsert(r) => Changed::Upsert(r.clone()),
-                Change::Remove(n) => Changed::Remove(n.clone()),
-            })
-            .collect();
+        let expected = next.diff(&old);
         assert_eq!(&a[..], &expected[..]);
         assert_eq!(a.len(), 3);
         // Against another older set (equal content, another object): its own answer.

@@ -48,10 +48,53 @@ pub(crate) const KEPT: usize = 8;
 #[derive(Default)]
 pub(crate) struct Selections {
     all: OnceLock<Selection>,
-    pub(crate) named: Mutex<VecDeque<(Names, Selection)>>,
+    pub(crate) named: Kept<Names, Selection, KEPT>,
     /// Differences from older sets, by the older set's address: the weak reference keeps the
     /// address from being reused while the entry exists.
-    diffs: Mutex<VecDeque<(Weak<ResourceSet>, Changes)>>,
+    diffs: Kept<Weak<ResourceSet>, Changes, DIFFS_KEPT>,
+}
+
+/// At most `N` answers worked out from a set, for the streams that ask the same: looked up
+/// under a lock and worked out without it (other streams are not held up by a walk of a large
+/// set), the oldest dropped first.
+pub(crate) struct Kept<K, V, const N: usize> {
+    entries: Mutex<VecDeque<(K, V)>>,
+}
+
+impl<K, V, const N: usize> Default for Kept<K, V, N> {
+    fn default() -> Self {
+        Self { entries: Mutex::new(VecDeque::new()) }
+    }
+}
+
+impl<K, V, const N: usize> Kept<K, V, N> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, VecDeque<(K, V)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `found` makes of the first entry it accepts.
+    fn find<R>(&self, mut found: impl FnMut(&K, &V) -> Option<R>) -> Option<R> {
+        self.entries().iter().find_map(|(k, v)| found(k, v))
+    }
+
+    /// Keeps `value` under `key`, unless another caller kept an entry `found` accepts meanwhile:
+    /// then what `found` makes of that one, to share it.
+    fn keep<R>(&self, key: K, value: V, mut found: impl FnMut(&K, &V) -> Option<R>) -> Option<R> {
+        let mut entries = self.entries();
+        if let Some(existing) = entries.iter().find_map(|(k, v)| found(k, v)) {
+            return Some(existing);
+        }
+        if entries.len() == N {
+            entries.pop_front();
+        }
+        entries.push_back((key, value));
+        None
+    }
+
+    /// Entries kept.
+    pub(crate) fn len(&self) -> usize {
+        self.entries().len()
+    }
 }
 
 impl Selections {
@@ -64,51 +107,36 @@ impl Selections {
     /// kept list; or the one `pick` computes (it may replace `names` with the set's own
     /// strings), kept for the next stream.
     pub(crate) fn named(&self, names: &mut Names, pick: impl FnOnce(&mut Names) -> Selection) -> Selection {
-        if let Some(kept) = self.find(names) {
+        if let Some(kept) = self.named.find(|kept, selection| share(kept, selection, names)) {
             return kept;
         }
-        // Picked without the lock: other streams are not held up by a walk of a large set.
         let selection = pick(names);
-        let mut kept = self.named.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((n, s)) = kept.iter().find(|(n, _)| same_names(n, names)) {
-            // Another stream picked the same meanwhile: share one copy.
-            *names = n.clone();
-            return s.clone();
-        }
-        if kept.len() == KEPT {
-            kept.pop_front();
-        }
-        kept.push_back((names.clone(), selection.clone()));
-        selection
+        let key = names.clone();
+        self.named.keep(key, selection.clone(), |kept, selection| share(kept, selection, names)).unwrap_or(selection)
     }
 
     /// The differences from `older`, kept, or computed by `diff` and kept.
     pub(crate) fn changes_since(&self, older: &Arc<ResourceSet>, diff: impl FnOnce() -> Changes) -> Changes {
-        let kept = |diffs: &VecDeque<(Weak<ResourceSet>, Changes)>| {
-            diffs.iter().find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(older))).map(|(_, c)| c.clone())
+        let same = |w: &Weak<ResourceSet>, changes: &Changes| {
+            std::ptr::eq(w.as_ptr(), Arc::as_ptr(older)).then(|| changes.clone())
         };
-        if let Some(changes) = kept(&self.diffs.lock().unwrap_or_else(PoisonError::into_inner)) {
+        if let Some(changes) = self.diffs.find(same) {
             return changes;
         }
-        // Computed without the lock, like a selection.
         let changes = diff();
-        let mut diffs = self.diffs.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = kept(&diffs) {
-            return existing;
-        }
-        if diffs.len() == DIFFS_KEPT {
-            diffs.pop_front();
-        }
-        diffs.push_back((Arc::downgrade(older), changes.clone()));
-        changes
+        self.diffs.keep(Arc::downgrade(older), changes.clone(), same).unwrap_or(changes)
     }
+}
 
-    fn find(&self, names: &mut Names) -> Option<Selection> {
-        let kept = self.named.lock().unwrap_or_else(PoisonError::into_inner);
-        let (n, s) = kept.iter().find(|(n, _)| same_names(n, names))?;
-        *names = n.clone();
-        Some(s.clone())
-    }
+/// The kept `selection` if `kept` lists the same names as `names`, which then becomes the kept
+/// list (a stream that holds it already touches no reference count).
+fn share(kept: &Names, selection: &Selection, names: &mut Names) -> Option<Selection> {
+    same_names(kept, names).then(|| {
+        if !Arc::ptr_eq(kept, names) {
+            *names = kept.clone();
+        }
+        selection.clone()
+    })
 }
 
 /// Whether two name lists are equal: the same list, or equal names (compared by address first).
@@ -134,8 +162,11 @@ impl Eq for Selections {}
 
 impl fmt::Debug for Selections {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let named = self.named.lock().map_or(0, |n| n.len());
-        f.debug_struct("Selections").field("all", &self.all.get().is_some()).field("named", &named).finish()
+        f.debug_struct("Selections")
+            .field("all", &self.all.get().is_some())
+            .field("named", &self.named.len())
+            .field("diffs", &self.diffs.len())
+            .finish()
     }
 }
 

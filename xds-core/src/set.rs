@@ -439,7 +439,7 @@ mod tests {
         let mut lists: Vec<Names> = (0..20).map(|i| names(&[&format!("c{i:02}")])).collect();
         let picked: Vec<Selection> = lists.iter_mut().map(|l| set.select(l)).collect();
         assert!(picked.iter().zip(0..).all(|(s, i)| selected(s) == [format!("c{i:02}")]));
-        assert_eq!(set.selections.named.lock().map(|n| n.len()).unwrap_or(0), crate::selection::KEPT);
+        assert_eq!(set.selections.named.len(), crate::selection::KEPT);
         // The most recent are kept, the oldest picked anew.
         assert!(Arc::ptr_eq(&set.select(&mut names(&["c19"])), &picked[19]));
         assert!(!Arc::ptr_eq(&set.select(&mut names(&["c00"])), &picked[0]));

@@ -300,8 +300,10 @@ impl SotwStream {
         if !state.names.is_listed_by(&req.resource_names) {
             let listed: Vec<Arc<str>> =
                 req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
-            let before: Vec<Arc<str>> = state.names.requested().into_iter().cloned().collect();
+            // The old subscription is kept aside (not copied) to compare with.
+            let old = std::mem::take(&mut state.names);
             state.names.set(listed);
+            let before = old.requested();
             let explicit = state.names.requested();
             // Both lists are sorted: membership is a binary search.
             let is_explicit = |n: &Arc<str>| explicit.binary_search(&n).is_ok();

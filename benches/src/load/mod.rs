@@ -136,6 +136,13 @@ async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Records a failure of the run as a whole (not of one stream): the report counts it as an
+/// error and `xds-load` exits non-zero.
+fn run_failed(recorder: &Recorder, text: String) {
+    eprintln!("error: {text}");
+    recorder.error(usize::MAX, text);
+}
+
 async fn settled(pid: Option<u32>, o: &Options) -> ProcStats {
     match pid {
         Some(pid) => {
@@ -258,9 +265,10 @@ pub async fn run(o: Options) -> Result<Report, String> {
         server_rss_per_stream: full_stats.rss_bytes.saturating_sub(before.rss_bytes) as f64 / total as f64,
     };
     if !all_full {
-        let text = format!("only {} of {total} streams reached the full state in time", recorder.full_count());
-        eprintln!("error: {text}");
-        recorder.error(usize::MAX, text);
+        run_failed(
+            &recorder,
+            format!("only {} of {total} streams reached the full state in time", recorder.full_count()),
+        );
     }
 
     let mut update_reports = Vec::new();
@@ -287,14 +295,15 @@ pub async fn run(o: Options) -> Result<Report, String> {
         let errors_before = recorder.errors();
         if !wait_until(deadline, || recorder.update_count(index) + recorder.errors() >= live).await {
             // A stream that never gets an update is a server bug, not a slow run: fail the run.
-            let text = format!(
-                "update {index}: {} of {live} streams had it after {} s ({} stream errors meanwhile)",
-                recorder.update_count(index),
-                o.update_timeout_s,
-                recorder.errors() - errors_before
+            run_failed(
+                &recorder,
+                format!(
+                    "update {index}: {} of {live} streams had it after {} s ({} stream errors meanwhile)",
+                    recorder.update_count(index),
+                    o.update_timeout_s,
+                    recorder.errors() - errors_before
+                ),
             );
-            eprintln!("error: {text}");
-            recorder.error(usize::MAX, text);
         }
         let after = settled(pid, &o).await;
         let generator_after = stats(Some(client_pid));

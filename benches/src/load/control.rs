@@ -84,6 +84,8 @@ impl ServerControl {
                 let mut child = tokio::process::Command::new(&bin)
                     .args(["--clusters", &o.clusters.to_string(), "--endpoints", &o.endpoints.to_string()])
                     .args(["--addr", "127.0.0.1:0"])
+                    // The server runs with its allocator's defaults, not the generator's.
+                    .env_remove(super::GENERATOR_PURGE_DELAY.0)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .kill_on_drop(true)

@@ -44,6 +44,7 @@ mod server;
 mod service;
 mod status;
 mod stream;
+mod watches;
 
 pub use auth::{IdentityBinding, NodeAuthorizer};
 pub use callbacks::{Callbacks, NoCallbacks, ResponseInfo, StreamInfo, Variant};

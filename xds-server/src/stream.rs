@@ -13,14 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_stream::wrappers::WatchStream;
-use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Status};
 use tracing::{debug, info, warn, Instrument};
 use xds_cache::RequestKind;
-use xds_core::{type_url, ResourceSet, ResourceSource};
+use xds_core::{type_url, ResourceSource};
 
 use crate::auth::{certificate_identities, NodeAuthorizer};
 use crate::body::{self, BodyCache, Outbox, ResponseBody};
@@ -31,6 +29,7 @@ use crate::metrics::{Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
 use crate::requests::Requests;
 use crate::status::{ClientRegistry, StreamHandle};
+use crate::watches::Watches;
 
 /// Limits and settings every stream reads.
 #[derive(Debug, Clone)]
@@ -104,8 +103,6 @@ fn peer_str(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())
 }
 
-type Watches = StreamMap<Arc<str>, WatchStream<Option<Arc<ResourceSet>>>>;
-
 async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: Requests<P::Request>, outbox: Outbox) {
     debug!("stream opened");
     let variant = match P::VARIANT {
@@ -125,7 +122,7 @@ async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: R
     }
     let mut ctx = Ctx { info, status, pushes: HashMap::new() };
     let mut machine = P::new(ctx.info.type_url);
-    let mut watches = Watches::new();
+    let mut watches = Watches::default();
     let mut heartbeats = tokio::time::interval(shared.config.heartbeat_interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The timer runs only while the stream holds resources with a TTL.
@@ -277,7 +274,7 @@ async fn on_request<P: Protocol>(
     if applied.new_type {
         let node = info.node.clone().unwrap_or_default();
         let watch = shared.source.watch(&node, &applied.type_url).await.map_err(status_of_core)?;
-        watches.insert(applied.type_url.clone(), WatchStream::new(watch));
+        watches.insert(applied.type_url.clone(), watch);
     }
     Ok(())
 }

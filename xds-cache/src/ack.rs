@@ -1,11 +1,9 @@
 //! Nonce and ACK/NACK bookkeeping of one type on one stream, shared by the SotW and delta state
 //! machines (rules 2, 3, 5 and 12 of XDS-PROTOCOL.md).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use xds_core::google::rpc::Status as RpcStatus;
-use xds_core::type_url;
 
 use crate::sotw::{Nack, RequestKind};
 
@@ -64,11 +62,4 @@ impl AckState {
         self.nonce = Some(nonce);
         self.sent_version = Some(version);
     }
-}
-
-/// The types whose state is `ready`, in make-before-break order (rule 19).
-pub(crate) fn ready_in_order<S>(types: &BTreeMap<Arc<str>, S>, ready: impl Fn(&S) -> bool) -> Vec<Arc<str>> {
-    let mut order: Vec<Arc<str>> = types.iter().filter(|(_, s)| ready(s)).map(|(t, _)| t.clone()).collect();
-    order.sort_by_key(|t| type_url::order(t));
-    order
 }

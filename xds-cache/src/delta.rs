@@ -44,8 +44,9 @@ use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, ResourceSet};
 
-use crate::ack::{ready_in_order, AckState};
+use crate::ack::AckState;
 use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
+use crate::types::TypeMap;
 use crate::Error;
 
 /// One resource of a delta response: the name the client asked for and the shared resource.
@@ -111,13 +112,13 @@ pub struct DeltaStream {
     fixed_type: Option<Arc<str>>,
     node: Option<Node>,
     next_nonce: u64,
-    types: BTreeMap<Arc<str>, TypeState>,
+    types: TypeMap<TypeState>,
 }
 
 impl DeltaStream {
     /// A stream of the aggregated service: every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, next_nonce: 1, types: BTreeMap::new() }
+        Self { fixed_type: None, node: None, next_nonce: 1, types: TypeMap::default() }
     }
 
     /// A per-type stream (`DeltaClusters`, ...).
@@ -134,7 +135,7 @@ impl DeltaStream {
     pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, Error> {
         check_node(&mut self.node, req.node.as_ref())?;
         let (type_url, new_type) = resolve_type(&self.fixed_type, &req.type_url, &self.types)?;
-        let state = self.types.entry(type_url.clone()).or_default();
+        let state = self.types.entry(type_url.clone());
 
         // Rule 12: the nonce correlates ACK/NACK only; subscription changes apply regardless.
         let kind = state.ack.classify(&req.response_nonce, req.error_detail.as_ref(), None);
@@ -253,13 +254,22 @@ impl DeltaStream {
 
     /// The next response to send, if any; types in make-before-break order.
     pub fn next_response(&mut self) -> Option<DeltaResponse> {
-        let order = ready_in_order(&self.types, TypeState::ready);
-        for (i, t) in order.iter().enumerate() {
+        for i in 0..self.types.len() {
             // Rule 19: removals of clusters and endpoints wait until the types after them
             // (listeners, routes) that have something to send were answered.
-            let hold_removals = (&**t == type_url::CLUSTER || &**t == type_url::ENDPOINT)
-                && order[i + 1..].iter().any(|later| type_url::order(later) > type_url::order(type_url::ENDPOINT));
-            let state = self.types.get_mut(t)?;
+            let hold_removals = {
+                let (t, state) = self.types.at_mut(i);
+                if !state.ready() {
+                    continue;
+                }
+                (&**t == type_url::CLUSTER || &**t == type_url::ENDPOINT)
+                    && self
+                        .types
+                        .after(i)
+                        .any(|(later, s)| s.ready() && type_url::order(later) > type_url::order(type_url::ENDPOINT))
+            };
+            let (t, state) = self.types.at_mut(i);
+            let t = t.clone();
             let Some((resources, mut removed)) = state.compute() else {
                 state.dirty = false;
                 continue;
@@ -287,7 +297,7 @@ impl DeltaStream {
             // Rule 19: an updated cluster warms until it hears about its endpoints. Envoy asks
             // again for them; answering the same names unasked covers clients that do not
             // (the common case where the EDS service name is the cluster name).
-            if &**t == type_url::CLUSTER {
+            if &*t == type_url::CLUSTER {
                 if let Some(eds) = self.types.get_mut(type_url::ENDPOINT).filter(|eds| eds.base.is_some()) {
                     for r in resources.iter().filter(|r| !r.heartbeat) {
                         if let Some(name) = eds.names.canonical(&canonical_name(r.resource.name())) {
@@ -298,7 +308,7 @@ impl DeltaStream {
                 }
             }
             return Some(DeltaResponse {
-                type_url: t.clone(),
+                type_url: t,
                 system_version: latest.version_arc().clone(),
                 nonce,
                 resources,

@@ -37,6 +37,7 @@ mod error;
 mod router;
 mod snapshot;
 mod sotw;
+mod types;
 
 pub use cache::SnapshotCache;
 pub use consistency::{rds_names, Missing};

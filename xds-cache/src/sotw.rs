@@ -34,14 +34,15 @@
 //! (rule 19).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::{canonical_name, type_url, Names, ResourceSet, Selection};
 
-use crate::ack::{ready_in_order, AckState};
+use crate::ack::AckState;
+use crate::types::TypeMap;
 use crate::Error;
 
 /// The wildcard resource name.
@@ -246,13 +247,13 @@ pub struct SotwStream {
     /// The node advertised [`SOTW_TTL_FEATURES`].
     wrap_ttl: bool,
     next_nonce: u64,
-    types: BTreeMap<Arc<str>, TypeState>,
+    types: TypeMap<TypeState>,
 }
 
 impl SotwStream {
     /// A stream of the aggregated service (ADS): every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, wrap_ttl: false, next_nonce: 1, types: BTreeMap::new() }
+        Self { fixed_type: None, node: None, wrap_ttl: false, next_nonce: 1, types: TypeMap::default() }
     }
 
     /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
@@ -275,7 +276,7 @@ impl SotwStream {
                 .is_some_and(|n| SOTW_TTL_FEATURES.iter().all(|f| xds_core::has_client_feature(n, f)));
         }
         let (type_url, new_type) = resolve_type(&self.fixed_type, &req.type_url, &self.types)?;
-        let state = self.types.entry(type_url.clone()).or_default();
+        let state = self.types.entry(type_url.clone());
 
         // Rules 2, 3, 5: ACK, NACK (by error_detail) or stale (not the latest nonce).
         let kind = state.ack.classify(&req.response_nonce, req.error_detail.as_ref(), Some(&req.version_info));
@@ -336,8 +337,12 @@ impl SotwStream {
     /// make-before-break order. Call it until it returns `None` whenever the transport can take
     /// a response.
     pub fn next_response(&mut self) -> Option<SotwResponse> {
-        for t in ready_in_order(&self.types, TypeState::ready) {
-            let state = self.types.get_mut(&t)?;
+        for i in 0..self.types.len() {
+            let (t, state) = self.types.at_mut(i);
+            if !state.ready() {
+                continue;
+            }
+            let t = t.clone();
             state.dirty = false;
             let heartbeat = state.heartbeat_due;
             state.heartbeat_due = false;
@@ -462,7 +467,7 @@ pub(crate) fn check_node(remembered: &mut Option<Node>, node: Option<&Node>) -> 
 pub(crate) fn resolve_type<S>(
     fixed: &Option<Arc<str>>,
     requested: &str,
-    known: &BTreeMap<Arc<str>, S>,
+    known: &TypeMap<S>,
 ) -> Result<(Arc<str>, bool), Error> {
     let t = match (fixed, requested) {
         (None, "") => return Err(Error::MissingTypeUrl),
@@ -471,8 +476,8 @@ pub(crate) fn resolve_type<S>(
         (Some(fixed), t) if &**fixed == t => fixed,
         (Some(fixed), t) => return Err(Error::WrongType { expected: fixed.to_string(), got: t.to_string() }),
     };
-    Ok(match known.get_key_value(t) {
-        Some((known, _)) => (known.clone(), false),
+    Ok(match known.key(t) {
+        Some(known) => (known.clone(), false),
         None => (t.into(), true),
     })
 }

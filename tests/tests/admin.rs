@@ -64,6 +64,8 @@ async fn admin_pages_show_what_clients_hold() {
     let stream = &clients["clients"][0]["streams"][0];
     assert_eq!(clients["clients"][0]["node_id"], "n1");
     let cds = &stream["types"][CLUSTER];
+    assert_eq!(cds["type"], "CDS", "{body}");
+    assert_eq!(cds["responses"], 2, "{body}");
     assert_eq!(cds["last_sent_version"], r2.version_info.as_str(), "{body}");
     assert_eq!(cds["last_acked_version"], r1.version_info.as_str(), "{body}");
     assert_eq!(cds["last_nack"]["error"], "cluster a: bad alt_stat_name", "{body}");

@@ -3,8 +3,10 @@
 //!
 //! Each stream task owns the status of its stream and updates it as requests and responses go
 //! by (an uncontended lock per stream); readers take a copy. The registry lock is taken only to
-//! add or remove a stream.
+//! add or remove a stream. While a stream lives its types are kept in a small vector, with
+//! the type URLs of the known types not copied; a reader's copy is the map of [`StreamStatus`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -93,16 +95,42 @@ pub struct ClientStatus {
     pub streams: Vec<StreamStatus>,
 }
 
+/// A live stream's status as its task updates it.
+#[derive(Debug)]
+struct Live {
+    /// Everything but the types (its `types` stay empty).
+    stream: StreamStatus,
+    /// Per type URL (the known ones not copied), the type's status without its short name.
+    types: Vec<(Cow<'static, str>, TypeStatus)>,
+}
+
+impl Live {
+    /// A reader's copy.
+    fn status(&self) -> StreamStatus {
+        let mut status = self.stream.clone();
+        status.types = self
+            .types
+            .iter()
+            .map(|(t, ts)| {
+                let mut ts = ts.clone();
+                ts.r#type = type_url::short_name(t).to_string();
+                (t.to_string(), ts)
+            })
+            .collect();
+        status
+    }
+}
+
 /// Every live stream's status.
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
-    streams: Mutex<HashMap<u64, Arc<Mutex<StreamStatus>>>>,
+    streams: Mutex<HashMap<u64, Arc<Mutex<Live>>>>,
 }
 
 impl ClientRegistry {
-    pub(crate) fn open(&self, status: StreamStatus) -> StreamHandle {
-        let id = status.stream_id;
-        let status = Arc::new(Mutex::new(status));
+    pub(crate) fn open(&self, stream: StreamStatus) -> StreamHandle {
+        let id = stream.stream_id;
+        let status = Arc::new(Mutex::new(Live { stream, types: Vec::new() }));
         self.streams.lock().insert(id, status.clone());
         StreamHandle { status }
     }
@@ -118,10 +146,10 @@ impl ClientRegistry {
 
     /// Every live stream, grouped by node id, sorted.
     pub fn clients(&self) -> Vec<ClientStatus> {
-        let streams: Vec<Arc<Mutex<StreamStatus>>> = self.streams.lock().values().cloned().collect();
+        let streams: Vec<Arc<Mutex<Live>>> = self.streams.lock().values().cloned().collect();
         let mut by_node: BTreeMap<String, Vec<StreamStatus>> = BTreeMap::new();
         for s in streams {
-            let s = s.lock().clone();
+            let s = s.lock().status();
             by_node.entry(s.node_id.clone()).or_default().push(s);
         }
         by_node
@@ -137,7 +165,7 @@ impl ClientRegistry {
 /// A stream task's handle on its status.
 #[derive(Debug)]
 pub(crate) struct StreamHandle {
-    status: Arc<Mutex<StreamStatus>>,
+    status: Arc<Mutex<Live>>,
 }
 
 impl StreamHandle {
@@ -161,23 +189,25 @@ impl StreamHandle {
         }
     }
 
-    /// Runs `f` on the status of type `t`; allocates only the first time (it runs per request).
+    /// Runs `f` on the status of type `t`; allocates only the first time, and then only for a
+    /// type outside the table (it runs per request and response).
     fn with_type(&self, t: &str, f: impl FnOnce(&mut TypeStatus)) {
         let mut s = self.status.lock();
-        if let Some(entry) = s.types.get_mut(t) {
-            return f(entry);
-        }
-        let entry = s
-            .types
-            .entry(t.to_string())
-            .or_insert_with(|| TypeStatus { r#type: type_url::short_name(t).to_string(), ..Default::default() });
-        f(entry);
+        let i = match s.types.iter().position(|(known, _)| known == t) {
+            Some(i) => i,
+            None => {
+                let url = type_url::lookup(t).map_or_else(|| Cow::Owned(t.to_string()), |r| Cow::Borrowed(r.type_url));
+                s.types.push((url, TypeStatus::default()));
+                s.types.len() - 1
+            }
+        };
+        f(&mut s.types[i].1);
     }
 
     pub(crate) fn set_node(&self, id: &str, cluster: &str) {
         let mut s = self.status.lock();
-        s.node_id = id.to_string();
-        s.node_cluster = cluster.to_string();
+        s.stream.node_id = id.to_string();
+        s.stream.node_cluster = cluster.to_string();
     }
 
     pub(crate) fn sent(&self, t: &str, version: &str, bytes: usize) {
@@ -205,5 +235,38 @@ impl StreamHandle {
                 at: unix_seconds(SystemTime::now()),
             });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_readers_copy_holds_every_type_by_url_with_its_short_name() {
+        let registry = ClientRegistry::default();
+        let handle = registry.open(StreamHandle::new_status(7, "127.0.0.1:1".into(), vec![], "sotw", "ADS"));
+        handle.set_node("n1", "c1");
+        let custom = "type.googleapis.com/example.Custom";
+        handle.sent(type_url::CLUSTER, "v1", 10);
+        handle.sent(custom, "c1", 5);
+        handle.acked(type_url::CLUSTER, "v1");
+        handle.sent(type_url::CLUSTER, "v2", 20);
+        handle.nacked(type_url::CLUSTER, "v2", "bad");
+        let clients = registry.clients();
+        assert_eq!(clients.len(), 1);
+        assert_eq!(clients[0].node_id, "n1");
+        let stream = &clients[0].streams[0];
+        assert_eq!((stream.stream_id, stream.node_cluster.as_str()), (7, "c1"));
+        assert_eq!(stream.types.keys().map(String::as_str).collect::<Vec<_>>(), [type_url::CLUSTER, custom]);
+        let cds = &stream.types[type_url::CLUSTER];
+        assert_eq!(cds.r#type, "CDS");
+        assert_eq!((cds.responses, cds.bytes), (2, 30));
+        assert_eq!(cds.last_sent_version.as_deref(), Some("v2"));
+        assert_eq!(cds.last_acked_version.as_deref(), Some("v1"));
+        assert_eq!(cds.last_nack.as_ref().map(|n| n.rejected_version.as_str()), Some("v2"));
+        assert_eq!(stream.types[custom].r#type, custom, "a type outside the table is named by its URL");
+        registry.close(7);
+        assert_eq!(registry.stream_count(), 0);
     }
 }

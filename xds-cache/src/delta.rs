@@ -123,7 +123,7 @@ impl DeltaStream {
 
     /// A per-type stream (`DeltaClusters`, ...).
     pub fn for_type(type_url: &str) -> Self {
-        Self { fixed_type: Some(type_url.into()), ..Self::ads() }
+        Self { fixed_type: Some(type_url::shared(type_url)), ..Self::ads() }
     }
 
     /// The node from the first request.

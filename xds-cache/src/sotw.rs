@@ -258,7 +258,7 @@ impl SotwStream {
 
     /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
     pub fn for_type(type_url: &str) -> Self {
-        Self { fixed_type: Some(type_url.into()), ..Self::ads() }
+        Self { fixed_type: Some(type_url::shared(type_url)), ..Self::ads() }
     }
 
     /// The node from the first request.
@@ -478,7 +478,7 @@ pub(crate) fn resolve_type<S>(
     };
     Ok(match known.key(t) {
         Some(known) => (known.clone(), false),
-        None => (t.into(), true),
+        None => (type_url::shared(t), true),
     })
 }
 

@@ -8,6 +8,8 @@
 //! - On ADS, make-before-break ordering sends clusters, then endpoints, then listeners, then
 //!   routes ([`ResourceType::order`]).
 
+use std::sync::{Arc, OnceLock};
+
 /// `envoy.config.listener.v3.Listener` (LDS).
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 /// `envoy.config.route.v3.RouteConfiguration` (RDS).
@@ -71,6 +73,16 @@ pub fn lookup(type_url: &str) -> Option<&'static ResourceType> {
     ALL.iter().find(|t| t.type_url == type_url)
 }
 
+/// The type URL as an `Arc<str>`: for a standard type, one allocation shared by every caller
+/// (every stream of a server holds its types' URLs; ten thousand streams share four), else a new one.
+pub fn shared(type_url: &str) -> Arc<str> {
+    static SHARED: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    match ALL.iter().position(|t| t.type_url == type_url) {
+        Some(i) => SHARED.get_or_init(|| ALL.iter().map(|t| Arc::from(t.type_url)).collect())[i].clone(),
+        None => type_url.into(),
+    }
+}
+
 /// The short name of a type URL (`CDS`, ...), or the URL itself when it is not a standard type.
 pub fn short_name(type_url: &str) -> &str {
     lookup(type_url).map_or(type_url, |t| t.short_name)
@@ -110,5 +122,15 @@ mod tests {
         assert_eq!(order("type.googleapis.com/unknown"), u8::MAX);
         assert!(lookup(LISTENER).is_some_and(|t| t.legacy_wildcard && t.full_state));
         assert!(lookup(ENDPOINT).is_some_and(|t| !t.legacy_wildcard));
+    }
+
+    #[test]
+    fn standard_type_urls_are_shared() {
+        let (a, b) = (shared(ENDPOINT), shared(ENDPOINT));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a, ENDPOINT);
+        let custom = "type.googleapis.com/example.Custom";
+        assert_eq!(&*shared(custom), custom);
+        assert!(!Arc::ptr_eq(&shared(custom), &shared(custom)));
     }
 }

@@ -28,7 +28,8 @@ fn rank(t: &str) -> (u8, &str) {
 
 impl<S> TypeMap<S> {
     fn position(&self, t: &str) -> Option<usize> {
-        self.entries.iter().position(|(k, _)| &**k == t)
+        // Callers mostly pass the kept (or the shared standard) string itself.
+        self.entries.iter().position(|(k, _)| std::ptr::eq(k.as_ptr(), t.as_ptr()) && k.len() == t.len() || &**k == t)
     }
 
     /// The type URL as kept (shared with the stream's responses), if the type is known.

@@ -87,8 +87,11 @@ impl SharedPart for DeltaResponse {
         let mut h = Xxh3::new();
         h.write(self.type_url.as_bytes());
         h.write(self.system_version.as_bytes());
+        // Names by address: streams sent the same resources reply with the set's own name
+        // strings. Equal names at other addresses hash apart, which costs a miss, not a mistake
+        // (`same_shared` compares contents).
         for r in &self.resources {
-            h.write(r.name.as_bytes());
+            h.write_usize(Arc::as_ptr(&r.name).cast::<u8>() as usize);
             h.write_usize(Arc::as_ptr(&r.resource) as usize);
             h.write_u8(u8::from(r.heartbeat));
         }
@@ -104,11 +107,11 @@ impl SharedPart for DeltaResponse {
             && self.system_version == other.system_version
             && self.removed == other.removed
             && self.resources.len() == other.resources.len()
-            && self
-                .resources
-                .iter()
-                .zip(&other.resources)
-                .all(|(a, b)| a.heartbeat == b.heartbeat && a.name == b.name && Arc::ptr_eq(&a.resource, &b.resource))
+            && self.resources.iter().zip(&other.resources).all(|(a, b)| {
+                a.heartbeat == b.heartbeat
+                    && Arc::ptr_eq(&a.resource, &b.resource)
+                    && (Arc::ptr_eq(&a.name, &b.name) || a.name == b.name)
+            })
     }
 }
 
@@ -380,7 +383,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use xds_core::envoy::config::endpoint::v3::ClusterLoadAssignment;
-    use xds_core::envoy::service::discovery::v3::DiscoveryResponse;
+    use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
     use xds_core::prost::Message;
     use xds_core::{type_url, EncodedResource, XdsResource};
 
@@ -486,6 +489,52 @@ mod tests {
         assert_eq!(decode(&a).version_info, "v1");
         assert_eq!(decode(&twice(&response(resources.clone(), "5"))).resources.len(), 20);
         assert_eq!(cache.len(), 4);
+    }
+
+    fn delta(resources: &[Arc<EncodedResource>], names: &[Arc<str>], nonce: &str) -> DeltaResponse {
+        DeltaResponse {
+            type_url: type_url::ENDPOINT.into(),
+            system_version: "v1".into(),
+            nonce: nonce.into(),
+            resources: resources
+                .iter()
+                .zip(names)
+                .map(|(r, n)| xds_cache::DeltaResource { name: n.clone(), resource: r.clone(), heartbeat: false })
+                .collect(),
+            removed: vec![],
+        }
+    }
+
+    fn decode_delta(frames: &Frames) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse::decode(&message(frames)[5..]).expect("a DeltaDiscoveryResponse")
+    }
+
+    #[test]
+    fn delta_streams_share_a_body_by_resource_and_name_and_never_confuse_names() {
+        let cache = BodyCache::default();
+        let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        let names: Vec<Arc<str>> = resources.iter().map(|r| r.name_arc().clone()).collect();
+        encode(&delta(&resources, &names, "1"), &cache).expect("encodes");
+        let (a, _) = encode(&delta(&resources, &names, "2"), &cache).expect("encodes");
+        let (b, _) = encode(&delta(&resources, &names, "3"), &cache).expect("encodes");
+        let ptr = |f: &Frames| f.shared.as_ref().map(|s| s.as_ptr());
+        assert_eq!(ptr(&a), ptr(&b), "the same resources under the same names: one body");
+        // Equal names in other strings: the same bytes (shared or not).
+        let copies: Vec<Arc<str>> = names.iter().map(|n| Arc::from(&**n)).collect();
+        let (c, _) = encode(&delta(&resources, &copies, "4"), &cache).expect("encodes");
+        assert_eq!(c.shared.as_deref(), a.shared.as_deref());
+        // The name a client subscribed to differs from the resource's own: never another's body.
+        let mut aliased = names.clone();
+        aliased[7] = "xdstp://auth/envoy.config.endpoint.v3.ClusterLoadAssignment/c7?a=1&b=2".into();
+        for nonce in ["5", "6"] {
+            let (d, _) = encode(&delta(&resources, &aliased, nonce), &cache).expect("encodes");
+            assert_ne!(ptr(&d), ptr(&a));
+            let d = decode_delta(&d);
+            assert_eq!(d.resources[7].name, &*aliased[7]);
+            assert_eq!(d.resources[6].name, "c6");
+            assert_eq!(d.nonce, nonce);
+        }
+        assert_eq!(decode_delta(&a).resources[7].name, "c7");
     }
 
     #[test]

@@ -110,7 +110,8 @@ struct TypeState {
 #[derive(Debug)]
 pub struct DeltaStream {
     fixed_type: Option<Arc<str>>,
-    node: Option<Node>,
+    /// From the first request; shared with the stream's driver.
+    node: Option<Arc<Node>>,
     next_nonce: u64,
     types: TypeMap<TypeState>,
 }
@@ -127,7 +128,7 @@ impl DeltaStream {
     }
 
     /// The node from the first request.
-    pub fn node(&self) -> Option<&Node> {
+    pub fn node(&self) -> Option<&Arc<Node>> {
         self.node.as_ref()
     }
 

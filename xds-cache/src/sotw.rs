@@ -243,7 +243,8 @@ struct Sent {
 #[derive(Debug)]
 pub struct SotwStream {
     fixed_type: Option<Arc<str>>,
-    node: Option<Node>,
+    /// From the first request; shared with the stream's driver.
+    node: Option<Arc<Node>>,
     /// The node advertised [`SOTW_TTL_FEATURES`].
     wrap_ttl: bool,
     next_nonce: u64,
@@ -262,7 +263,7 @@ impl SotwStream {
     }
 
     /// The node from the first request.
-    pub fn node(&self) -> Option<&Node> {
+    pub fn node(&self) -> Option<&Arc<Node>> {
         self.node.as_ref()
     }
 
@@ -450,13 +451,13 @@ struct Due<'a> {
 }
 
 /// Rule 6: the first request of a stream must carry a node with an id; it is remembered.
-pub(crate) fn check_node(remembered: &mut Option<Node>, node: Option<&Node>) -> Result<(), Error> {
+pub(crate) fn check_node(remembered: &mut Option<Arc<Node>>, node: Option<&Node>) -> Result<(), Error> {
     if remembered.is_none() {
         let node = node.ok_or(Error::MissingNode)?;
         if node.id.is_empty() {
             return Err(Error::EmptyNodeId);
         }
-        *remembered = Some(node.clone());
+        *remembered = Some(Arc::new(node.clone()));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Callbacks: observe every stream, request and response, and veto what you do not want.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tonic::Status;
 use xds_cache::Nack;
@@ -29,8 +30,8 @@ pub struct StreamInfo {
     pub variant: Variant,
     /// `None` for ADS; the type of a per-type stream otherwise.
     pub type_url: Option<&'static str>,
-    /// The node, once the first request arrived.
-    pub node: Option<Node>,
+    /// The node, once the first request arrived (shared with the stream's state machine).
+    pub node: Option<Arc<Node>>,
     /// URI and DNS SANs of the client certificate (mutual TLS only).
     pub identities: Vec<String>,
 }

@@ -332,13 +332,14 @@ pub(crate) trait Recycle: Message + Default + Send + 'static {
         self.merge(buf)
     }
 
-    /// A used message to decode into (or a new one).
-    fn take_used() -> Self {
-        Self::default()
+    /// A used message to decode into (or a new one). Boxed: a stream task holds a request across
+    /// an await, and a pointer there keeps every stream's task smaller than the message would.
+    fn take_used() -> Box<Self> {
+        Box::default()
     }
 
     /// Hands back a message the stream is done with.
-    fn give_back(self) {}
+    fn give_back(self: Box<Self>) {}
 }
 
 /// Used requests kept per thread for the next request to be decoded into: a few, not one per
@@ -350,7 +351,8 @@ const POOL_PER_THREAD: usize = 16;
 const SPARE_NAMES_PER_THREAD: usize = 4096;
 
 thread_local! {
-    static SOTW_POOL: std::cell::RefCell<Vec<DiscoveryRequest>> = const { std::cell::RefCell::new(Vec::new()) };
+    #[allow(clippy::vec_box, reason = "the boxes are what is handed out and back, without moving the message")]
+    static SOTW_POOL: std::cell::RefCell<Vec<Box<DiscoveryRequest>>> = const { std::cell::RefCell::new(Vec::new()) };
     static SPARE_NAMES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -387,11 +389,11 @@ impl Recycle for DiscoveryRequest {
         Ok(())
     }
 
-    fn take_used() -> Self {
+    fn take_used() -> Box<Self> {
         SOTW_POOL.with_borrow_mut(Vec::pop).unwrap_or_default()
     }
 
-    fn give_back(self) {
+    fn give_back(self: Box<Self>) {
         SOTW_POOL.with_borrow_mut(|pool| {
             if pool.len() < POOL_PER_THREAD {
                 pool.push(self);

@@ -31,7 +31,7 @@ pub(crate) trait Protocol: Send + 'static {
     fn on_heartbeat(&mut self);
     fn needs_heartbeats(&self) -> bool;
     fn next_response(&mut self) -> Option<Self::Response>;
-    fn node(&self) -> Option<&Node>;
+    fn node(&self) -> Option<&Arc<Node>>;
     fn last_nack(&self, type_url: &str) -> Option<&Nack>;
     /// The version the client just ACKed, for callbacks.
     fn acked_version<'a>(&'a self, req: &'a Self::Request, type_url: &str) -> &'a str;
@@ -75,7 +75,7 @@ impl Protocol for SotwStream {
     fn next_response(&mut self) -> Option<SotwResponse> {
         SotwStream::next_response(self)
     }
-    fn node(&self) -> Option<&Node> {
+    fn node(&self) -> Option<&Arc<Node>> {
         SotwStream::node(self)
     }
     fn last_nack(&self, type_url: &str) -> Option<&Nack> {
@@ -135,7 +135,7 @@ impl Protocol for DeltaStream {
     fn next_response(&mut self) -> Option<DeltaResponse> {
         DeltaStream::next_response(self)
     }
-    fn node(&self) -> Option<&Node> {
+    fn node(&self) -> Option<&Arc<Node>> {
         DeltaStream::node(self)
     }
     fn last_nack(&self, type_url: &str) -> Option<&Nack> {

@@ -44,7 +44,7 @@ impl<T: Recycle> Requests<T> {
     }
 
     /// The next request; `Ok(None)` when the client has finished sending.
-    pub(crate) async fn message(&mut self) -> Result<Option<T>, Status> {
+    pub(crate) async fn message(&mut self) -> Result<Option<Box<T>>, Status> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
@@ -77,7 +77,7 @@ impl<T: Recycle> Requests<T> {
     }
 
     /// Decodes the next message if it has fully arrived.
-    fn try_decode(&mut self) -> Result<Option<T>, Status> {
+    fn try_decode(&mut self) -> Result<Option<Box<T>>, Status> {
         let Some(len) = self.next_len()? else {
             self.gather_all();
             return Ok(None);
@@ -112,7 +112,7 @@ impl<T: Recycle> Requests<T> {
         }
     }
 
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Box<T>>, Status>> {
         loop {
             if let Some(msg) = self.try_decode()? {
                 return Poll::Ready(Ok(Some(msg)));
@@ -138,7 +138,7 @@ impl<T: Recycle> Requests<T> {
     }
 }
 
-fn decode<T: Recycle>(msg: &mut Bytes) -> Result<T, Status> {
+fn decode<T: Recycle>(msg: &mut Bytes) -> Result<Box<T>, Status> {
     let mut request = T::take_used();
     request.decode_into(msg).map_err(|e| malformed(&e))?;
     Ok(request)
@@ -178,7 +178,7 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..100 {
             match requests.message().await {
-                Ok(Some(r)) => out.push(r),
+                Ok(Some(r)) => out.push(*r),
                 Ok(None) => return (out, None),
                 Err(status) => return (out, Some(status)),
             }

@@ -85,19 +85,24 @@ impl std::fmt::Debug for LoadServer {
 }
 
 impl LoadServer {
-    /// Builds the scenario's snapshot and serves it on `addr` (port 0: any free port).
-    pub async fn start(addr: SocketAddr, scenario: Scenario) -> std::io::Result<Self> {
+    /// Builds the scenario's snapshot and serves it on `addr` (port 0: any free port). With
+    /// `metrics`, the server counts every request and response in a Prometheus registry, as an
+    /// operator's deployment would (nothing reads it here: the cost is the counting).
+    pub async fn start(addr: SocketAddr, scenario: Scenario, metrics: bool) -> std::io::Result<Self> {
         let cache = Arc::new(SnapshotCache::with_grouper(SingleGroup(GROUP.into())));
         cache.set_snapshot(GROUP, scenario.snapshot());
         let listener = xds_server::bind(addr)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
         let clock = Arc::new(SendClock::default());
-        let server = XdsServer::builder()
+        let mut builder = XdsServer::builder()
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .drain_timeout(Duration::from_secs(2))
-            .callbacks(Clocked(clock.clone()))
-            .build(cache.clone());
+            .callbacks(Clocked(clock.clone()));
+        if metrics {
+            builder = builder.metrics(&mut prometheus_client::registry::Registry::default());
+        }
+        let server = builder.build(cache.clone());
         let handle = tokio::spawn(server.serve_with_listener(listener, async move {
             let _ = rx.await;
         }));

@@ -33,6 +33,10 @@ struct Cli {
     /// Listen address (loopback only; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: SocketAddr,
+    /// Count every request and response in Prometheus metrics, as a deployment would (to
+    /// measure what the counting costs; `xds-load --server-bin` a script that adds this flag).
+    #[arg(long)]
+    metrics: bool,
 }
 
 async fn serve(cli: Cli) -> Result<(), String> {
@@ -40,7 +44,7 @@ async fn serve(cli: Cli) -> Result<(), String> {
         return Err(format!("{}: only loopback addresses are allowed", cli.addr));
     }
     raise_fd_limit();
-    let mut server = LoadServer::start(cli.addr, Scenario::new(cli.clusters, cli.endpoints))
+    let mut server = LoadServer::start(cli.addr, Scenario::new(cli.clusters, cli.endpoints), cli.metrics)
         .await
         .map_err(|e| format!("listen on {}: {e}", cli.addr))?;
     let mut out = tokio::io::stdout();

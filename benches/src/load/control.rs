@@ -70,7 +70,7 @@ impl ServerControl {
         match o.server {
             ServerMode::InProcess => {
                 let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-                let server = LoadServer::start(addr, Scenario::new(o.clusters, o.endpoints))
+                let server = LoadServer::start(addr, Scenario::new(o.clusters, o.endpoints), false)
                     .await
                     .map_err(|e| format!("start the in-process server: {e}"))?;
                 Ok(Self::InProcess(Box::new(server)))

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
-use xds_core::{canonical_name, type_url, Names, ResourceSet, Selection};
+use xds_core::{canonical_name, type_url, NameLists, Names, ResourceSet, Selection};
 
 use crate::ack::AckState;
 use crate::types::TypeMap;
@@ -193,6 +193,16 @@ impl Subscription {
         }
     }
 
+    /// A subscription to `keys`, listed as they are (canonical, sorted, each once).
+    fn keys(keys: Names) -> Self {
+        Self { keys, listed: Listed::Keys }
+    }
+
+    /// Whether the request listed the names as they are kept.
+    fn is_keys(&self) -> bool {
+        matches!(self.listed, Listed::Keys)
+    }
+
     /// Replaces the names with those of a request (without `*`), as listed.
     fn set(&mut self, listed: Vec<Arc<str>>) {
         let canonical: Vec<Arc<str>> = listed
@@ -249,17 +259,34 @@ pub struct SotwStream {
     wrap_ttl: bool,
     next_nonce: u64,
     types: TypeMap<TypeState>,
+    /// Name lists shared with the other streams of the server, if any.
+    name_lists: Option<Arc<NameLists>>,
 }
 
 impl SotwStream {
     /// A stream of the aggregated service (ADS): every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, wrap_ttl: false, next_nonce: 1, types: TypeMap::default() }
+        Self {
+            fixed_type: None,
+            node: None,
+            wrap_ttl: false,
+            next_nonce: 1,
+            types: TypeMap::default(),
+            name_lists: None,
+        }
     }
 
     /// A per-type stream (`StreamClusters`, ...): requests may omit the type URL.
     pub fn for_type(type_url: &str) -> Self {
         Self { fixed_type: Some(type_url::shared(type_url)), ..Self::ads() }
+    }
+
+    /// Shares the lists of subscribed names with the other streams given the same
+    /// [`NameLists`]: a stream subscribing names another stream subscribed takes that stream's
+    /// list instead of making its own. Behaviour is the same either way.
+    pub fn with_name_lists(mut self, lists: Arc<NameLists>) -> Self {
+        self.name_lists = Some(lists);
+        self
     }
 
     /// The node from the first request.
@@ -300,26 +327,40 @@ impl SotwStream {
         // The common request is an ACK repeating the subscription: recognised without building
         // a new set of names.
         if !state.names.is_listed_by(&req.resource_names) {
-            let listed: Vec<Arc<str>> =
-                req.resource_names.iter().filter(|n| *n != WILDCARD).map(|n| Arc::from(n.as_str())).collect();
+            let listed = req.resource_names.iter().filter(|n| *n != WILDCARD).map(String::as_str);
             // The old subscription is kept aside (not copied) to compare with.
             let old = std::mem::take(&mut state.names);
-            state.names.set(listed);
-            let before = old.requested();
-            let explicit = state.names.requested();
-            // Both lists are sorted: membership is a binary search.
-            let is_explicit = |n: &Arc<str>| explicit.binary_search(&n).is_ok();
-            // Rule 10: names not subscribed before must be answered; names still to be answered
-            // but no longer requested are dropped first (usually there are none, and the new
-            // names are then built in one go, in order).
-            state.new_names.retain(|n| is_explicit(n));
-            let added = explicit.iter().filter(|n| before.binary_search(n).is_err()).map(|n| Arc::clone(n));
-            if state.new_names.is_empty() {
-                state.new_names = added.collect();
-            } else {
-                state.new_names.extend(added);
+            let lists = self.name_lists.as_ref();
+            match lists.and_then(|l| l.find(listed.clone(), listed.clone().count())) {
+                Some(keys) => state.names = Subscription::keys(keys),
+                None => {
+                    state.names.set(listed.map(Arc::from).collect());
+                    if let Some(lists) = lists.filter(|_| state.names.is_keys()) {
+                        lists.keep(&state.names.keys);
+                    }
+                }
             }
-            state.narrowed |= before.iter().any(|n| !is_explicit(n));
+            if state.sent.is_none() {
+                // Nothing sent since the last fresh request: the next response answers every
+                // name (rule 10) and starts the bookkeeping of new and dropped names afresh.
+                state.new_names.clear();
+            } else {
+                let before = old.requested();
+                let explicit = state.names.requested();
+                // Both lists are sorted: membership is a binary search.
+                let is_explicit = |n: &Arc<str>| explicit.binary_search(&n).is_ok();
+                // Rule 10: names not subscribed before must be answered; names still to be
+                // answered but no longer requested are dropped first (usually there are none,
+                // and the new names are then built in one go, in order).
+                state.new_names.retain(|n| is_explicit(n));
+                let added = explicit.iter().filter(|n| before.binary_search(n).is_err()).map(|n| Arc::clone(n));
+                if state.new_names.is_empty() {
+                    state.new_names = added.collect();
+                } else {
+                    state.new_names.extend(added);
+                }
+                state.narrowed |= before.iter().any(|n| !is_explicit(n));
+            }
         }
         state.waiting = true;
         state.dirty = true;
@@ -627,6 +668,58 @@ mod tests {
         }
         assert_eq!(names(&responses[0]), ["a", "c"]);
         assert!(responses.iter().all(|r| Arc::ptr_eq(&r.resources, &responses[0].resources)));
+    }
+
+    fn eds_keys(s: &SotwStream) -> Names {
+        s.types.get(EDS).expect("eds").names.keys.clone()
+    }
+
+    /// One stream's EDS life: a first subscription, its ACK, a wider subscription listed out of
+    /// order, the same names in order. Returns the responses and the names kept after the first
+    /// request (before any response).
+    fn eds_script(lists: Option<&Arc<NameLists>>, set: &Arc<ResourceSet>) -> (Vec<Vec<String>>, Names) {
+        let (s, _) = started();
+        let mut s = match lists {
+            Some(l) => s.with_name_lists(l.clone()),
+            None => s,
+        };
+        let mut out = Vec::new();
+        s.on_request(&req(EDS, &["a", "c"], "", "")).expect("eds");
+        let first = eds_keys(&s);
+        s.on_resources(EDS, Some(set.clone()));
+        let r1 = s.next_response().expect("eds response");
+        out.push(names(&r1).into_iter().map(String::from).collect());
+        s.on_request(&req(EDS, &["a", "c"], &r1.version, &r1.nonce)).expect("ack");
+        assert!(s.next_response().is_none(), "an ACK gets no response");
+        s.on_request(&req(EDS, &["c", "b", "a"], &r1.version, &r1.nonce)).expect("wider");
+        let r2 = s.next_response().expect("the new name is answered");
+        out.push(names(&r2).into_iter().map(String::from).collect());
+        s.on_request(&req(EDS, &["a", "b", "c"], &r2.version, &r2.nonce)).expect("same names, in order");
+        assert!(s.next_response().is_none(), "nothing new");
+        (out, first)
+    }
+
+    #[test]
+    fn streams_with_shared_name_lists_take_one_list_and_answer_alike() {
+        let set = endpoints(&[("a", 1), ("b", 1), ("c", 1)]);
+        let (alone, _) = eds_script(None, &set);
+        assert_eq!(alone, [vec!["a", "c"], vec!["a", "b", "c"]]);
+        let lists = Arc::new(NameLists::default());
+        let (first, first_keys) = eds_script(Some(&lists), &set);
+        let (second, second_keys) = eds_script(Some(&lists), &set);
+        assert_eq!(first, alone);
+        assert_eq!(second, alone);
+        assert!(Arc::ptr_eq(&first_keys, &second_keys), "the second stream took the first one's list");
+        // Names listed out of order are not a kept list's listing: the stream makes its own and
+        // answers the same.
+        let (s, _) = started();
+        let mut s = s.with_name_lists(lists.clone());
+        s.on_request(&req(EDS, &["c", "a"], "", "")).expect("eds");
+        assert!(!Arc::ptr_eq(&eds_keys(&s), &first_keys));
+        s.on_resources(EDS, Some(set.clone()));
+        assert_eq!(names(&s.next_response().expect("eds response")), ["a", "c"]);
+        assert!(lists.find(["a", "c"].into_iter(), 2).is_some());
+        assert!(lists.find(["c", "a"].into_iter(), 2).is_none(), "a listing out of order is not kept");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use error::Error;
 pub use names::{canonical_name, glob_matches, glob_parts, XDSTP};
 pub use node::{has_client_feature, ByCluster, ByMetadata, ByNodeId, NodeGrouper, SingleGroup};
 pub use resource::{content_version, EncodedResource, XdsResource};
-pub use selection::{walk_rather_than_search, Changes, Names, Selection};
+pub use selection::{walk_rather_than_search, Changes, NameLists, Names, Selection};
 pub use set::{Change, ResourceSet};
 pub use source::{ResourceSource, ResourceWatch};
 pub use {bytes, prost};

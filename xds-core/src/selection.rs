@@ -139,6 +139,47 @@ fn share(kept: &Names, selection: &Selection, names: &mut Names) -> Option<Selec
     })
 }
 
+/// Name lists kept per [`NameLists`], the oldest dropped first.
+const NAME_LISTS: usize = 16;
+
+/// The lists of names streams subscribed with lately, for the streams that subscribe the same.
+///
+/// Ten thousand proxies of a mesh subscribe the same hundred endpoint names. Each stream's
+/// first request used to cost a string per name, a sort and a list, all dropped again once the
+/// stream took over the list a resource set keeps (see [`ResourceSet::select`]). A stream that
+/// finds its request's names among these lists takes that list instead: comparing a hundred
+/// names costs less than making a hundred strings. Shared by the streams of a server; a lock is
+/// taken only when a stream's subscription changes, never per response.
+///
+/// [`ResourceSet::select`]: crate::ResourceSet::select
+#[derive(Debug, Default)]
+pub struct NameLists {
+    kept: Mutex<VecDeque<Names>>,
+}
+
+impl NameLists {
+    fn kept(&self) -> std::sync::MutexGuard<'_, VecDeque<Names>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The kept list that holds exactly `listed`, in its order (`len` names).
+    pub fn find<'a>(&self, listed: impl Iterator<Item = &'a str> + Clone, len: usize) -> Option<Names> {
+        self.kept().iter().find(|names| names.len() == len && names.iter().map(|n| &**n).eq(listed.clone())).cloned()
+    }
+
+    /// Keeps `names` for the streams that subscribe the same, unless an equal list is kept.
+    pub fn keep(&self, names: &Names) {
+        let mut kept = self.kept();
+        if kept.iter().any(|k| same_names(k, names)) {
+            return;
+        }
+        if kept.len() == NAME_LISTS {
+            kept.pop_front();
+        }
+        kept.push_back(names.clone());
+    }
+}
+
 /// Whether two name lists are equal: the same list, or equal names (compared by address first).
 fn same_names(a: &Names, b: &Names) -> bool {
     Arc::ptr_eq(a, b) || (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| Arc::ptr_eq(x, y) || x == y))
@@ -177,4 +218,32 @@ pub fn walk_rather_than_search(len: usize, lookups: usize) -> bool {
     /// A collection at most this many times larger than the names looked up in it is walked.
     const WALK_RATIO: usize = 8;
     len <= lookups.saturating_mul(WALK_RATIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(names: &[&str]) -> Names {
+        names.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn name_lists_find_exact_listings_keep_each_list_once_and_are_bounded() {
+        let lists = NameLists::default();
+        let ac = list(&["a", "c"]);
+        lists.keep(&ac);
+        lists.keep(&list(&["a", "c"]));
+        let found = lists.find(["a", "c"].into_iter(), 2).expect("kept");
+        assert!(Arc::ptr_eq(&found, &ac), "an equal list is not kept twice");
+        assert!(lists.find(["c", "a"].into_iter(), 2).is_none(), "order matters");
+        assert!(lists.find(["a"].into_iter(), 1).is_none());
+        assert!(lists.find(["a", "c", "d"].into_iter(), 3).is_none());
+        for i in 0..NAME_LISTS {
+            lists.keep(&list(&[&format!("n{i}")]));
+        }
+        assert_eq!(lists.kept().len(), NAME_LISTS);
+        assert!(lists.find(["a", "c"].into_iter(), 2).is_none(), "the oldest list went first");
+        assert!(lists.find(["n0"].into_iter(), 1).is_some());
+    }
 }

@@ -24,7 +24,8 @@ pub(crate) trait Protocol: Send + 'static {
     /// Where encoded bodies of this protocol's responses are shared.
     fn bodies(shared: &Shared) -> &BodyCache<Self::Response>;
 
-    fn new(fixed_type: Option<&str>) -> Self;
+    /// A stream's state machine (of one type, or ADS when `None`), sharing what the server shares.
+    fn new(fixed_type: Option<&str>, shared: &Shared) -> Self;
     fn on_request(&mut self, req: &Self::Request) -> Result<RequestInfo, xds_cache::Error>;
     fn on_resources(&mut self, type_url: &str, set: Option<Arc<ResourceSet>>);
     fn wants_to_send(&self) -> bool;
@@ -54,8 +55,8 @@ impl Protocol for SotwStream {
         &shared.sotw_bodies
     }
 
-    fn new(fixed_type: Option<&str>) -> Self {
-        fixed_type.map_or_else(SotwStream::ads, SotwStream::for_type)
+    fn new(fixed_type: Option<&str>, shared: &Shared) -> Self {
+        fixed_type.map_or_else(SotwStream::ads, SotwStream::for_type).with_name_lists(shared.name_lists.clone())
     }
     fn on_request(&mut self, req: &DiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         SotwStream::on_request(self, req)
@@ -114,7 +115,7 @@ impl Protocol for DeltaStream {
         &shared.delta_bodies
     }
 
-    fn new(fixed_type: Option<&str>) -> Self {
+    fn new(fixed_type: Option<&str>, _shared: &Shared) -> Self {
         fixed_type.map_or_else(DeltaStream::ads, DeltaStream::for_type)
     }
     fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {

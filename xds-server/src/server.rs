@@ -209,6 +209,7 @@ impl ServerBuilder {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_stream_id: AtomicU64::new(1),
+            name_lists: Default::default(),
             sotw_bodies: Default::default(),
             delta_bodies: Default::default(),
         });

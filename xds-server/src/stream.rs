@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub next_stream_id: AtomicU64,
+    /// The lists of names SotW streams subscribed with, shared between streams.
+    pub name_lists: Arc<xds_core::NameLists>,
     /// Encoded SotW response bodies shared between streams.
     pub sotw_bodies: BodyCache<xds_cache::SotwResponse>,
     /// Encoded delta response bodies shared between streams.
@@ -121,7 +123,7 @@ async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: R
         m.streams_total.get_or_create(&VariantLabel { variant }).inc();
     }
     let mut ctx = Ctx { info, status, pushes: HashMap::new() };
-    let mut machine = P::new(ctx.info.type_url);
+    let mut machine = P::new(ctx.info.type_url, &shared);
     let mut watches = Watches::default();
     let mut heartbeats = tokio::time::interval(shared.config.heartbeat_interval);
     heartbeats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -18,7 +18,7 @@
 //! them would cost more than it saves.
 
 use std::collections::VecDeque;
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -29,7 +29,6 @@ use http_body::Frame;
 use parking_lot::Mutex;
 use tonic::Status;
 use xds_cache::{DeltaResponse, SotwResponse};
-use xxhash_rust::xxh3::Xxh3;
 
 use crate::codec::WireMessage;
 
@@ -43,6 +42,14 @@ const SHARD_ENTRIES: usize = 8;
 const SHARD_BYTES: usize = 8 << 20;
 /// Hashes of bodies seen once remembered per shard.
 const SEEN_ONCE: usize = 64;
+
+/// The hasher of shared parts: a hash of a hundred pointers per response, computed for every
+/// response of every stream, so a hasher made for short inputs (xxh3's streaming state cost
+/// thousands of instructions per response). Fixed seed: the hash only picks a shard and an entry
+/// within the process.
+fn hasher() -> impl Hasher {
+    foldhash::fast::FixedState::with_seed(0).build_hasher()
+}
 
 /// One response, ready for HTTP/2.
 #[derive(Debug)]
@@ -61,7 +68,7 @@ pub(crate) trait SharedPart: WireMessage + Clone + Sync {
 
 impl SharedPart for SotwResponse {
     fn shared_hash(&self) -> u64 {
-        let mut h = Xxh3::new();
+        let mut h = hasher();
         h.write(self.type_url.as_bytes());
         h.write(self.version.as_bytes());
         h.write_u8(u8::from(self.wrap_ttl) | u8::from(self.heartbeat) << 1);
@@ -84,7 +91,7 @@ impl SharedPart for SotwResponse {
 
 impl SharedPart for DeltaResponse {
     fn shared_hash(&self) -> u64 {
-        let mut h = Xxh3::new();
+        let mut h = hasher();
         h.write(self.type_url.as_bytes());
         h.write(self.system_version.as_bytes());
         // Names by length only: hashing their bytes cost more than the rest of the body's

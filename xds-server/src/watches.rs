@@ -144,13 +144,21 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("a change in time")
     }
 
-    #[tokio::test]
-    async fn yields_current_then_every_latest_change_of_each_type() {
-        let (cds, cds_rx) = watch::channel(set(1));
-        let (eds, eds_rx) = watch::channel(set(10));
+    type Publisher = watch::Sender<Option<Arc<ResourceSet>>>;
+
+    /// Watches of clusters and endpoints, at these versions.
+    fn cds_and_eds(cds: usize, eds: usize) -> (Publisher, Publisher, Watches) {
+        let (cds, cds_rx) = watch::channel(set(cds));
+        let (eds, eds_rx) = watch::channel(set(eds));
         let mut w = Watches::default();
         w.insert(type_url::CLUSTER.into(), cds_rx);
         w.insert(type_url::ENDPOINT.into(), eds_rx);
+        (cds, eds, w)
+    }
+
+    #[tokio::test]
+    async fn yields_current_then_every_latest_change_of_each_type() {
+        let (cds, eds, mut w) = cds_and_eds(1, 10);
         let mut first: Vec<String> = Vec::new();
         for _ in 0..2 {
             first.push(version(&next_within(&mut w).await.expect("current")).to_string());
@@ -218,11 +226,7 @@ mod tests {
 
     #[test]
     fn a_watch_that_did_not_fire_is_not_polled() {
-        let (_cds, cds_rx) = watch::channel(set(1));
-        let (eds, eds_rx) = watch::channel(set(10));
-        let mut w = Watches::default();
-        w.insert(type_url::CLUSTER.into(), cds_rx);
-        w.insert(type_url::ENDPOINT.into(), eds_rx);
+        let (_cds, eds, mut w) = cds_and_eds(1, 10);
         let task = Arc::new(Woken::default());
         let waker = Waker::from(task.clone());
         let mut cx = Context::from_waker(&waker);

@@ -359,6 +359,29 @@ thread_local! {
 /// The `resource_names` field number of `DiscoveryRequest`.
 const RESOURCE_NAMES_FIELD: u32 = 3;
 
+/// If the length-delimited field at the start of `chunk` holds exactly `current`'s bytes, the
+/// field's length on the wire (length prefix included).
+///
+/// Requests are decoded into used ones, and the streams of a mesh ACK with the same names in the
+/// same order: most names are already in the string they are decoded into. Comparing the bytes
+/// costs less than copying them and checking that they are UTF-8 again.
+fn same_string(wire_type: WireType, chunk: &[u8], current: &str) -> Option<usize> {
+    if wire_type != WireType::LengthDelimited {
+        return None;
+    }
+    // The length prefix: a varint of at most 10 bytes.
+    let mut len: u64 = 0;
+    for (i, &byte) in chunk.iter().take(10).enumerate() {
+        len |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let start = i + 1;
+            let end = start.checked_add(usize::try_from(len).ok()?)?;
+            return (chunk.get(start..end)? == current.as_bytes()).then_some(end);
+        }
+    }
+    None
+}
+
 /// A SotW ACK repeats every subscribed name: decoded into the previous request's strings, it
 /// costs no allocation (prost would allocate one `String` per name per ACK).
 impl Recycle for DiscoveryRequest {
@@ -372,7 +395,12 @@ impl Recycle for DiscoveryRequest {
                 if used == names.len() {
                     names.push(SPARE_NAMES.with_borrow_mut(Vec::pop).unwrap_or_default());
                 }
-                xds_core::prost::encoding::string::merge(wire_type, &mut names[used], buf, DecodeContext::default())?;
+                let slot = &mut names[used];
+                match same_string(wire_type, buf.chunk(), slot) {
+                    // The string holds these bytes already (valid UTF-8): no copy, no check.
+                    Some(field_len) => buf.advance(field_len),
+                    None => xds_core::prost::encoding::string::merge(wire_type, slot, buf, DecodeContext::default())?,
+                }
                 used += 1;
             } else {
                 self.merge_field(tag, wire_type, buf, DecodeContext::default())?;
@@ -447,6 +475,24 @@ mod tests {
             recycled.decode_into(&mut bytes.as_slice()).expect("decodes");
             assert_eq!(&recycled, r);
         }
+        // The same names again (the common ACK), then one changed in place, one longer, one
+        // shorter, and bytes that are not UTF-8 where an equally long valid name was.
+        for names_now in [
+            names(&["a", "bbbbbbbbbbbbbbbbbbbbbbbb", "c", "d"]),
+            names(&["a", "bbbbbbbbbbbbbbbbbbbbbbbb", "c", "d"]),
+            names(&["a", "bbbbbbbbbbbbbbbbbbbbbbbc", "c", "d"]),
+            names(&["a", &"x".repeat(200), "c", "d"]),
+            names(&["a", &"x".repeat(200), "c", "d"]),
+            names(&["a", "", "c"]),
+        ] {
+            let r = DiscoveryRequest { resource_names: names_now, ..requests[1].clone() };
+            recycled.decode_into(&mut r.encode_to_vec().as_slice()).expect("decodes");
+            assert_eq!(&recycled, &r);
+        }
+        assert!(recycled.decode_into(&mut &[0x1a, 0x01, 0x61][..]).is_ok());
+        assert_eq!(recycled.resource_names, ["a"]);
+        assert!(recycled.decode_into(&mut &[0x1a, 0x01, 0xff][..]).is_err(), "not UTF-8 where \"a\" was");
+        assert!(recycled.decode_into(&mut &[0x1a, 0x05, 0x61][..]).is_err(), "shorter than its length");
         // Bad input is an error, not a panic.
         let mut bad = requests[1].encode_to_vec();
         bad.truncate(bad.len() - 2);

@@ -152,31 +152,29 @@ const NAME_LISTS: usize = 16;
 /// taken only when a stream's subscription changes, never per response.
 ///
 /// [`ResourceSet::select`]: crate::ResourceSet::select
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct NameLists {
-    kept: Mutex<VecDeque<Names>>,
+    kept: Kept<Names, (), NAME_LISTS>,
 }
 
 impl NameLists {
-    fn kept(&self) -> std::sync::MutexGuard<'_, VecDeque<Names>> {
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The kept list that holds exactly `listed`, in its order (`len` names).
-    pub fn find<'a>(&self, listed: impl Iterator<Item = &'a str> + Clone, len: usize) -> Option<Names> {
-        self.kept().iter().find(|names| names.len() == len && names.iter().map(|n| &**n).eq(listed.clone())).cloned()
+    /// The kept list that holds exactly the names `listed`, in their order.
+    pub fn find<'a>(&self, listed: impl Iterator<Item = &'a str> + Clone) -> Option<Names> {
+        let len = listed.clone().count();
+        self.kept.find(|names, ()| {
+            (names.len() == len && names.iter().map(|n| &**n).eq(listed.clone())).then(|| names.clone())
+        })
     }
 
     /// Keeps `names` for the streams that subscribe the same, unless an equal list is kept.
     pub fn keep(&self, names: &Names) {
-        let mut kept = self.kept();
-        if kept.iter().any(|k| same_names(k, names)) {
-            return;
-        }
-        if kept.len() == NAME_LISTS {
-            kept.pop_front();
-        }
-        kept.push_back(names.clone());
+        self.kept.keep(names.clone(), (), |kept, ()| same_names(kept, names).then_some(()));
+    }
+}
+
+impl fmt::Debug for NameLists {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameLists").field("kept", &self.kept.len()).finish()
     }
 }
 
@@ -234,16 +232,16 @@ mod tests {
         let ac = list(&["a", "c"]);
         lists.keep(&ac);
         lists.keep(&list(&["a", "c"]));
-        let found = lists.find(["a", "c"].into_iter(), 2).expect("kept");
+        let found = lists.find(["a", "c"].into_iter()).expect("kept");
         assert!(Arc::ptr_eq(&found, &ac), "an equal list is not kept twice");
-        assert!(lists.find(["c", "a"].into_iter(), 2).is_none(), "order matters");
-        assert!(lists.find(["a"].into_iter(), 1).is_none());
-        assert!(lists.find(["a", "c", "d"].into_iter(), 3).is_none());
+        assert!(lists.find(["c", "a"].into_iter()).is_none(), "order matters");
+        assert!(lists.find(["a"].into_iter()).is_none());
+        assert!(lists.find(["a", "c", "d"].into_iter()).is_none());
         for i in 0..NAME_LISTS {
             lists.keep(&list(&[&format!("n{i}")]));
         }
-        assert_eq!(lists.kept().len(), NAME_LISTS);
-        assert!(lists.find(["a", "c"].into_iter(), 2).is_none(), "the oldest list went first");
-        assert!(lists.find(["n0"].into_iter(), 1).is_some());
+        assert_eq!(lists.kept.len(), NAME_LISTS);
+        assert!(lists.find(["a", "c"].into_iter()).is_none(), "the oldest list went first");
+        assert!(lists.find(["n0"].into_iter()).is_some());
     }
 }

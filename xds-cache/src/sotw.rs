@@ -193,14 +193,18 @@ impl Subscription {
         }
     }
 
-    /// A subscription to `keys`, listed as they are (canonical, sorted, each once).
-    fn keys(keys: Names) -> Self {
-        Self { keys, listed: Listed::Keys }
-    }
-
-    /// Whether the request listed the names as they are kept.
-    fn is_keys(&self) -> bool {
-        matches!(self.listed, Listed::Keys)
+    /// The subscription a request lists (without `*`): a kept list of `lists` that holds exactly
+    /// these names, or a new one, kept there when it is listed as kept (canonical, in order).
+    fn listed<'a>(listed: impl Iterator<Item = &'a str> + Clone, lists: Option<&NameLists>) -> Self {
+        if let Some(keys) = lists.and_then(|l| l.find(listed.clone())) {
+            return Self { keys, listed: Listed::Keys };
+        }
+        let mut subscription = Self::default();
+        subscription.set(listed.map(Arc::from).collect());
+        if let (Some(lists), Listed::Keys) = (lists, &subscription.listed) {
+            lists.keep(&subscription.keys);
+        }
+        subscription
     }
 
     /// Replaces the names with those of a request (without `*`), as listed.
@@ -328,39 +332,10 @@ impl SotwStream {
         // a new set of names.
         if !state.names.is_listed_by(&req.resource_names) {
             let listed = req.resource_names.iter().filter(|n| *n != WILDCARD).map(String::as_str);
+            let subscription = Subscription::listed(listed, self.name_lists.as_deref());
             // The old subscription is kept aside (not copied) to compare with.
-            let old = std::mem::take(&mut state.names);
-            let lists = self.name_lists.as_ref();
-            match lists.and_then(|l| l.find(listed.clone())) {
-                Some(keys) => state.names = Subscription::keys(keys),
-                None => {
-                    state.names.set(listed.map(Arc::from).collect());
-                    if let Some(lists) = lists.filter(|_| state.names.is_keys()) {
-                        lists.keep(&state.names.keys);
-                    }
-                }
-            }
-            if state.sent.is_none() {
-                // Nothing sent since the last fresh request: the next response answers every
-                // name (rule 10) and starts the bookkeeping of new and dropped names afresh.
-                state.new_names.clear();
-            } else {
-                let before = old.requested();
-                let explicit = state.names.requested();
-                // Both lists are sorted: membership is a binary search.
-                let is_explicit = |n: &Arc<str>| explicit.binary_search(&n).is_ok();
-                // Rule 10: names not subscribed before must be answered; names still to be
-                // answered but no longer requested are dropped first (usually there are none,
-                // and the new names are then built in one go, in order).
-                state.new_names.retain(|n| is_explicit(n));
-                let added = explicit.iter().filter(|n| before.binary_search(n).is_err()).map(|n| Arc::clone(n));
-                if state.new_names.is_empty() {
-                    state.new_names = added.collect();
-                } else {
-                    state.new_names.extend(added);
-                }
-                state.narrowed |= before.iter().any(|n| !is_explicit(n));
-            }
+            let old = std::mem::replace(&mut state.names, subscription);
+            state.note_new_names(&old);
         }
         state.waiting = true;
         state.dirty = true;
@@ -534,6 +509,31 @@ fn same_versions(a: &Selection, b: &Selection) -> bool {
 }
 
 impl TypeState {
+    /// Rule 10 after the subscription changed from `old`: names not subscribed before must be
+    /// answered, and dropping names narrows a full-state answer.
+    fn note_new_names(&mut self, old: &Subscription) {
+        if self.sent.is_none() {
+            // Nothing sent since the last fresh request: the next response answers every name
+            // and starts this bookkeeping afresh.
+            self.new_names.clear();
+            return;
+        }
+        let before = old.requested();
+        let explicit = self.names.requested();
+        // Both lists are sorted: membership is a binary search.
+        let is_explicit = |n: &Arc<str>| explicit.binary_search(&n).is_ok();
+        // Names still to be answered but no longer requested are dropped first (usually there
+        // are none, and the new names are then built in one go, in order).
+        self.new_names.retain(|n| is_explicit(n));
+        let added = explicit.iter().filter(|n| before.binary_search(n).is_err()).map(|n| Arc::clone(n));
+        if self.new_names.is_empty() {
+            self.new_names = added.collect();
+        } else {
+            self.new_names.extend(added);
+        }
+        self.narrowed |= before.iter().any(|n| !is_explicit(n));
+    }
+
     /// Something was sent and the latest resources carry TTLs: heartbeats are due.
     fn holds_ttl(&self) -> bool {
         self.sent.is_some() && self.latest.as_ref().is_some_and(|l| l.has_ttl())

@@ -256,21 +256,19 @@ impl DeltaStream {
     /// The next response to send, if any; types in make-before-break order.
     pub fn next_response(&mut self) -> Option<DeltaResponse> {
         for i in 0..self.types.len() {
+            let (t, state) = self.types.at(i);
+            if !state.ready() {
+                continue;
+            }
+            let t = t.clone();
             // Rule 19: removals of clusters and endpoints wait until the types after them
             // (listeners, routes) that have something to send were answered.
-            let hold_removals = {
-                let (t, state) = self.types.at_mut(i);
-                if !state.ready() {
-                    continue;
-                }
-                (&**t == type_url::CLUSTER || &**t == type_url::ENDPOINT)
-                    && self
-                        .types
-                        .after(i)
-                        .any(|(later, s)| s.ready() && type_url::order(later) > type_url::order(type_url::ENDPOINT))
-            };
-            let (t, state) = self.types.at_mut(i);
-            let t = t.clone();
+            let hold_removals = (&*t == type_url::CLUSTER || &*t == type_url::ENDPOINT)
+                && self
+                    .types
+                    .after(i)
+                    .any(|(later, s)| s.ready() && type_url::order(later) > type_url::order(type_url::ENDPOINT));
+            let state = self.types.at_mut(i);
             let Some((resources, mut removed)) = state.compute() else {
                 state.dirty = false;
                 continue;

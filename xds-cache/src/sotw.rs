@@ -355,11 +355,12 @@ impl SotwStream {
     /// a response.
     pub fn next_response(&mut self) -> Option<SotwResponse> {
         for i in 0..self.types.len() {
-            let (t, state) = self.types.at_mut(i);
+            let (t, state) = self.types.at(i);
             if !state.ready() {
                 continue;
             }
             let t = t.clone();
+            let state = self.types.at_mut(i);
             state.dirty = false;
             let heartbeat = state.heartbeat_due;
             state.heartbeat_due = false;

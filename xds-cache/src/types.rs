@@ -29,7 +29,7 @@ fn rank(t: &str) -> (u8, &str) {
 impl<S> TypeMap<S> {
     fn position(&self, t: &str) -> Option<usize> {
         // Callers mostly pass the kept (or the shared standard) string itself.
-        self.entries.iter().position(|(k, _)| std::ptr::eq(k.as_ptr(), t.as_ptr()) && k.len() == t.len() || &**k == t)
+        self.entries.iter().position(|(k, _)| (std::ptr::eq(k.as_ptr(), t.as_ptr()) && k.len() == t.len()) || &**k == t)
     }
 
     /// The type URL as kept (shared with the stream's responses), if the type is known.
@@ -67,9 +67,14 @@ impl<S> TypeMap<S> {
     }
 
     /// The type at `i` (in make-before-break order) and its state.
-    pub(crate) fn at_mut(&mut self, i: usize) -> (&Arc<str>, &mut S) {
-        let (t, s) = &mut self.entries[i];
+    pub(crate) fn at(&self, i: usize) -> (&Arc<str>, &S) {
+        let (t, s) = &self.entries[i];
         (t, s)
+    }
+
+    /// The state of the type at `i`.
+    pub(crate) fn at_mut(&mut self, i: usize) -> &mut S {
+        &mut self.entries[i].1
     }
 
     /// The types after position `i` and their states.

@@ -116,10 +116,9 @@ impl SharedPart for DeltaResponse {
             && self.system_version == other.system_version
             && self.removed == other.removed
             && self.resources.len() == other.resources.len()
+            // `Arc<str>` equality compares the addresses first (`str` is `Eq`).
             && self.resources.iter().zip(&other.resources).all(|(a, b)| {
-                a.heartbeat == b.heartbeat
-                    && Arc::ptr_eq(&a.resource, &b.resource)
-                    && (Arc::ptr_eq(&a.name, &b.name) || a.name == b.name)
+                a.heartbeat == b.heartbeat && Arc::ptr_eq(&a.resource, &b.resource) && a.name == b.name
             })
     }
 }

@@ -4,9 +4,8 @@
 //! Each stream task owns the status of its stream and updates it as requests and responses go
 //! by (an uncontended lock per stream); readers take a copy. The registry lock is taken only to
 //! add or remove a stream. While a stream lives its types are kept in a small vector, with
-//! the type URLs of the known types not copied; a reader's copy is the map of [`StreamStatus`].
+//! the standard type URLs shared; a reader's copy is the map of [`StreamStatus`].
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -100,8 +99,9 @@ pub struct ClientStatus {
 struct Live {
     /// Everything but the types (its `types` stay empty).
     stream: StreamStatus,
-    /// Per type URL (the known ones not copied), the type's status without its short name.
-    types: Vec<(Cow<'static, str>, TypeStatus)>,
+    /// Per type URL (the standard ones shared, [`type_url::shared`]), the type's status without
+    /// its short name.
+    types: Vec<(Arc<str>, TypeStatus)>,
 }
 
 impl Live {
@@ -193,11 +193,10 @@ impl StreamHandle {
     /// type outside the table (it runs per request and response).
     fn with_type(&self, t: &str, f: impl FnOnce(&mut TypeStatus)) {
         let mut s = self.status.lock();
-        let i = match s.types.iter().position(|(known, _)| known == t) {
+        let i = match s.types.iter().position(|(known, _)| &**known == t) {
             Some(i) => i,
             None => {
-                let url = type_url::lookup(t).map_or_else(|| Cow::Owned(t.to_string()), |r| Cow::Borrowed(r.type_url));
-                s.types.push((url, TypeStatus::default()));
+                s.types.push((type_url::shared(t), TypeStatus::default()));
                 s.types.len() - 1
             }
         };

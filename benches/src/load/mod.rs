@@ -29,11 +29,11 @@ pub use record::Recorder;
 pub use report::{Initial, Percentiles, Report, Update};
 
 use crate::procfs::{self, ProcStats};
+use crate::scenario::{cluster_name, UpdateKind};
 
 /// The environment variable (and value) that turns off mimalloc's returning of freed memory to
 /// the kernel in the generator (`xds-load` sets it for itself; the server child never inherits it).
 pub const GENERATOR_PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "-1");
-use crate::scenario::{cluster_name, UpdateKind};
 
 /// Where the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]

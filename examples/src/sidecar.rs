@@ -69,6 +69,9 @@ pub enum Error {
     /// The log filter or the logger could not be set up.
     #[error("cannot set up logging")]
     Logging(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The async runtime could not be started.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// An error and its causes on one line, `outer: cause: root cause`, skipping a cause that

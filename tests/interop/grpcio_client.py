@@ -203,6 +203,10 @@ class Sidecar:
                 f"127.0.0.1:{self.port}",
                 "--admin-addr",
                 f"127.0.0.1:{self.admin_port}",
+                # One thread, the set-up suggested beside proxies on a small machine (the other
+                # sidecar tests run on the default, one per CPU).
+                "--worker-threads",
+                "1",
                 "--log-level",
                 # Every xDS request and response and every reload, without HTTP/2 frames.
                 "info,xds_server=debug,xds_cache=debug,xds_examples=debug",

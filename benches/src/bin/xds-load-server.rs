@@ -37,6 +37,11 @@ struct Cli {
     /// measure what the counting costs; `xds-load --server-bin` a script that adds this flag).
     #[arg(long)]
     metrics: bool,
+    /// Worker threads of the server's runtime (default: one per CPU, tokio's default). On a
+    /// machine it shares with the load generator, one worker spends less CPU on waking and
+    /// stealing between workers: see benches/README.md.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
 }
 
 async fn serve(cli: Cli) -> Result<(), String> {
@@ -87,7 +92,11 @@ fn main() -> std::process::ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("xds-load-server: runtime: {e}");

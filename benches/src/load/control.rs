@@ -67,6 +67,9 @@ async fn answer(stdout: &mut Lines<BufReader<ChildStdout>>, what: &str) -> Resul
 impl ServerControl {
     /// Starts (or finds) the server `o` describes.
     pub async fn start(o: &Options) -> Result<Self, String> {
+        if o.server_threads.is_some() && o.server != ServerMode::Spawn {
+            return Err("--server-threads sets the runtime of a spawned server (--server spawn) only".into());
+        }
         match o.server {
             ServerMode::InProcess => {
                 let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -81,9 +84,14 @@ impl ServerControl {
                     Some(b) => b.clone(),
                     None => default_server_bin()?,
                 };
-                let mut child = tokio::process::Command::new(&bin)
+                let mut command = tokio::process::Command::new(&bin);
+                command
                     .args(["--clusters", &o.clusters.to_string(), "--endpoints", &o.endpoints.to_string()])
-                    .args(["--addr", "127.0.0.1:0"])
+                    .args(["--addr", "127.0.0.1:0"]);
+                if let Some(n) = o.server_threads {
+                    command.args(["--worker-threads", &n.to_string()]);
+                }
+                let mut child = command
                     // The server runs with its allocator's defaults, not the generator's.
                     .env_remove(super::GENERATOR_PURGE_DELAY.0)
                     .stdin(Stdio::piped())

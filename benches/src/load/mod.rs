@@ -75,6 +75,10 @@ pub struct Options {
     /// The `xds-load-server` binary (default: next to this executable).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Worker threads of the spawned server's runtime (`xds-load-server --worker-threads`;
+    /// default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub server_threads: Option<u16>,
     /// Address of an external server (loopback only).
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub addr: SocketAddr,

@@ -9,12 +9,11 @@ use clap::{CommandFactory, Parser};
 use xds_examples::cli::{BootstrapCommand, Cli, Command, ServeArgs};
 use xds_examples::{bootstrap, sidecar};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
         Some(Command::Check(args)) => sidecar::check(&args.config).map(|summary| print!("{summary}")),
         Some(Command::Bootstrap(BootstrapCommand::Grpc(args))) => {
             let json = bootstrap::grpc_bootstrap(&args.xds_addr, &args.node_id, &args.zone);
@@ -35,7 +34,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), sidecar::Error> {
+/// Starts the runtime (with `--worker-threads`) and serves on it.
+fn serve(args: ServeArgs) -> Result<(), sidecar::Error> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        runtime.worker_threads(usize::from(n));
+    }
+    runtime.enable_all().build().map_err(sidecar::Error::Runtime)?.block_on(serve_on_runtime(args))
+}
+
+async fn serve_on_runtime(args: ServeArgs) -> Result<(), sidecar::Error> {
     let Some(config) = args.config else {
         // clap already requires --config to serve; this guards against a change of definition.
         Cli::command().error(ErrorKind::MissingRequiredArgument, "--config FILE is required to serve").exit()

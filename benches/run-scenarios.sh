@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the load scenarios of benches/README.md (S1..S5) one after the other and writes one JSON
 # report per run into $OUT (default target/xds-load). Each run is bounded by `timeout`.
-# Usage: benches/run-scenarios.sh [S1 S1t1 S1c S2 S3a S3b S3c S3d S3e S4 S5 S5c]
+# Usage: benches/run-scenarios.sh [S1 S1t1 S1s2 S1c S2 S3a S3b S3c S3d S3e S4 S5 S5c]
 set -eu
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/xds-load}
@@ -16,11 +16,12 @@ run() {
 }
 S1="--streams 10000 --connections 100 --clusters 100 --endpoints 10"
 S2="--streams 1000 --connections 10 --clusters 1000 --endpoints 10"
-ALL=${*:-S1 S1t1 S1c S2 S3a S3b S3c S3d S3e S4 S5 S5c}
+ALL=${*:-S1 S1t1 S1s2 S1c S2 S3a S3b S3c S3d S3e S4 S5 S5c}
 for s in $ALL; do
     case $s in
     S1) run S1 $S1 --updates 3 ;;
     S1t1) run S1t1 $S1 --updates 3 --server-threads 1 ;;
+    S1s2) run S1s2 $S1 --updates 3 --server-shards 2 --server-threads 1 ;;
     S1c) run S1c --streams 10000 --connections 10000 --clusters 100 --endpoints 10 --updates 3 ;;
     S2) run S2 $S2 --updates 3 ;;
     S3a) run S3a $S1 --variant delta --updates 3 ;;

@@ -76,6 +76,9 @@ pub struct LoadServer {
     pub clock: Arc<SendClock>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), xds_server::Error>>>,
+    /// With shards: their threads and the signal that stops them.
+    shards: Vec<std::thread::JoinHandle<()>>,
+    stop_shards: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for LoadServer {
@@ -89,24 +92,89 @@ impl LoadServer {
     /// `metrics`, the server counts every request and response in a Prometheus registry, as an
     /// operator's deployment would (nothing reads it here: the cost is the counting).
     pub async fn start(addr: SocketAddr, scenario: Scenario, metrics: bool) -> std::io::Result<Self> {
+        Self::start_sharded(addr, scenario, metrics, 1).await
+    }
+
+    /// As [`start`](Self::start); with `shards` of 2 or more, the server runs on that many
+    /// single-threaded runtimes of its own, each listening on the address (`SO_REUSEPORT`: the
+    /// kernel spreads the connections), so a connection and its streams stay on one thread.
+    pub async fn start_sharded(
+        addr: SocketAddr,
+        scenario: Scenario,
+        metrics: bool,
+        shards: usize,
+    ) -> std::io::Result<Self> {
         let cache = Arc::new(SnapshotCache::with_grouper(SingleGroup(GROUP.into())));
         cache.set_snapshot(GROUP, scenario.snapshot());
-        let listener = xds_server::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
         let clock = Arc::new(SendClock::default());
-        let mut builder = XdsServer::builder()
-            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .drain_timeout(Duration::from_secs(2))
-            .callbacks(Clocked(clock.clone()));
-        if metrics {
-            builder = builder.metrics(&mut prometheus_client::registry::Registry::default());
+        let server = || {
+            let mut builder = XdsServer::builder()
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .drain_timeout(Duration::from_secs(2))
+                .callbacks(Clocked(clock.clone()));
+            if metrics {
+                builder = builder.metrics(&mut prometheus_client::registry::Registry::default());
+            }
+            builder.build(cache.clone())
+        };
+        if shards < 2 {
+            let listener = xds_server::bind(addr)?;
+            let addr = listener.local_addr()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let handle = tokio::spawn(server().serve_with_listener(listener, async move {
+                let _ = rx.await;
+            }));
+            return Ok(Self {
+                addr,
+                cache,
+                scenario,
+                clock,
+                shutdown: Some(tx),
+                handle: Some(handle),
+                shards: Vec::new(),
+                stop_shards: None,
+            });
         }
-        let server = builder.build(cache.clone());
-        let handle = tokio::spawn(server.serve_with_listener(listener, async move {
-            let _ = rx.await;
-        }));
-        Ok(Self { addr, cache, scenario, clock, shutdown: Some(tx), handle: Some(handle) })
+        let socket = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
+            let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            s.set_reuseport(true)?;
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(4096)?.into_std()
+        };
+        let first = socket(addr)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..shards {
+            listeners.push(socket(addr)?);
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::new();
+        for listener in listeners {
+            let server = server();
+            let mut stop = stop_rx.clone();
+            threads.push(std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                    let _ = server
+                        .serve_with_listener(listener, async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                });
+            }));
+        }
+        Ok(Self {
+            addr,
+            cache,
+            scenario,
+            clock,
+            shutdown: None,
+            handle: None,
+            shards: threads,
+            stop_shards: Some(stop_tx),
+        })
     }
 
     /// Publishes the next update; returns its generation and, for [`UpdateKind::One`], the
@@ -123,6 +191,12 @@ impl LoadServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(stop) = self.stop_shards.take() {
+            let _ = stop.send(true);
+            let threads = std::mem::take(&mut self.shards);
+            let join = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+            let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+        }
         if let Some(handle) = self.handle.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
         }
@@ -134,5 +208,27 @@ impl Drop for LoadServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(stop) = self.stop_shards.take() {
+            let _ = stop.send(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sharded_server_serves_on_one_port_and_stops() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let server = LoadServer::start_sharded(addr, Scenario::new(2, 1), false, 2).await.expect("starts");
+        assert_ne!(server.addr.port(), 0);
+        assert_eq!(server.shards.len(), 2);
+        for _ in 0..8 {
+            let connected = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(server.addr));
+            assert!(matches!(connected.await, Ok(Ok(_))), "every shard's listener accepts");
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(15), server.stop());
+        assert!(stopped.await.is_ok(), "the shards stop");
     }
 }

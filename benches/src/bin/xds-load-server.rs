@@ -42,6 +42,10 @@ struct Cli {
     /// stealing between workers: see benches/README.md.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
+    /// Serve on this many single-threaded runtimes of the server's own instead (2 or more):
+    /// each connection and its streams on one thread, the connections spread by the kernel.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    shards: usize,
 }
 
 async fn serve(cli: Cli) -> Result<(), String> {
@@ -49,9 +53,10 @@ async fn serve(cli: Cli) -> Result<(), String> {
         return Err(format!("{}: only loopback addresses are allowed", cli.addr));
     }
     raise_fd_limit();
-    let mut server = LoadServer::start(cli.addr, Scenario::new(cli.clusters, cli.endpoints), cli.metrics)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", cli.addr))?;
+    let mut server =
+        LoadServer::start_sharded(cli.addr, Scenario::new(cli.clusters, cli.endpoints), cli.metrics, cli.shards)
+            .await
+            .map_err(|e| format!("listen on {}: {e}", cli.addr))?;
     let mut out = tokio::io::stdout();
     let say = |line: String| format!("{line}\n").into_bytes();
     out.write_all(&say(format!("listening {}", server.addr))).await.map_err(|e| e.to_string())?;

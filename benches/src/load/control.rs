@@ -67,8 +67,10 @@ async fn answer(stdout: &mut Lines<BufReader<ChildStdout>>, what: &str) -> Resul
 impl ServerControl {
     /// Starts (or finds) the server `o` describes.
     pub async fn start(o: &Options) -> Result<Self, String> {
-        if o.server_threads.is_some() && o.server != ServerMode::Spawn {
-            return Err("--server-threads sets the runtime of a spawned server (--server spawn) only".into());
+        if (o.server_threads.is_some() || o.server_shards > 1) && o.server != ServerMode::Spawn {
+            return Err(
+                "--server-threads and --server-shards set the runtime of a spawned server (--server spawn) only".into(),
+            );
         }
         match o.server {
             ServerMode::InProcess => {
@@ -90,6 +92,9 @@ impl ServerControl {
                     .args(["--addr", "127.0.0.1:0"]);
                 if let Some(n) = o.server_threads {
                     command.args(["--worker-threads", &n.to_string()]);
+                }
+                if o.server_shards > 1 {
+                    command.args(["--shards", &o.server_shards.to_string()]);
                 }
                 let mut child = command
                     // The server runs with its allocator's defaults, not the generator's.

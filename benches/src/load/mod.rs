@@ -79,6 +79,10 @@ pub struct Options {
     /// default: one per CPU).
     #[arg(long, value_name = "N")]
     pub server_threads: Option<u16>,
+    /// Single-threaded runtimes the spawned server serves on (`xds-load-server --shards`; 1:
+    /// one runtime of `--server-threads` workers).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub server_shards: usize,
     /// Address of an external server (loopback only).
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub addr: SocketAddr,

@@ -154,14 +154,23 @@ impl LoadServer {
             let server = server();
             let mut stop = stop_rx.clone();
             threads.push(std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                // A shard that fails says so; its listener closes and the kernel sends its
+                // connections to the other shards.
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => return eprintln!("shard runtime: {e}"),
+                };
                 rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                    let _ = server
-                        .serve_with_listener(listener, async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
-                        .await;
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return eprintln!("shard listener: {e}"),
+                    };
+                    let shutdown = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    if let Err(e) = server.serve_with_listener(listener, shutdown).await {
+                        eprintln!("shard: {e}");
+                    }
                 });
             }));
         }

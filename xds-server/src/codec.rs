@@ -14,7 +14,9 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 use tonic::Status;
 use xds_cache::{DeltaResource, DeltaResponse, SotwResponse};
 use xds_core::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use xds_core::prost::encoding::{decode_key, encode_key, encode_varint, encoded_len_varint, DecodeContext, WireType};
+use xds_core::prost::encoding::{
+    decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, DecodeContext, WireType,
+};
 use xds_core::prost::{DecodeError, Message};
 
 /// The nonce's field number, the same in `DiscoveryResponse` and `DeltaDiscoveryResponse`.
@@ -369,17 +371,10 @@ fn same_string(wire_type: WireType, chunk: &[u8], current: &str) -> Option<usize
     if wire_type != WireType::LengthDelimited {
         return None;
     }
-    // The length prefix: a varint of at most 10 bytes.
-    let mut len: u64 = 0;
-    for (i, &byte) in chunk.iter().take(10).enumerate() {
-        len |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let start = i + 1;
-            let end = start.checked_add(usize::try_from(len).ok()?)?;
-            return (chunk.get(start..end)? == current.as_bytes()).then_some(end);
-        }
-    }
-    None
+    let mut value = chunk;
+    let len = usize::try_from(decode_varint(&mut value).ok()?).ok()?;
+    let start = chunk.len() - value.len();
+    (value.get(..len)? == current.as_bytes()).then_some(start + len)
 }
 
 /// A SotW ACK repeats every subscribed name: decoded into the previous request's strings, it

@@ -135,18 +135,12 @@ impl LoadServer {
                 stop_shards: None,
             });
         }
-        let socket = |addr: SocketAddr| -> std::io::Result<std::net::TcpListener> {
-            let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-            s.set_reuseport(true)?;
-            s.set_reuseaddr(true)?;
-            s.bind(addr)?;
-            s.listen(4096)?.into_std()
-        };
-        let first = socket(addr)?;
+        // Each shard's runtime takes over its listener.
+        let first = xds_server::bind_reuse_port(addr)?.into_std()?;
         let addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..shards {
-            listeners.push(socket(addr)?);
+            listeners.push(xds_server::bind_reuse_port(addr)?.into_std()?);
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut threads = Vec::new();

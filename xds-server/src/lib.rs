@@ -53,6 +53,14 @@ mod watches;
 pub use auth::{IdentityBinding, NodeAuthorizer};
 pub use callbacks::{Callbacks, NoCallbacks, ResponseInfo, StreamInfo, Variant};
 pub use error::Error;
+#[cfg(all(
+    unix,
+    not(target_os = "solaris"),
+    not(target_os = "illumos"),
+    not(target_os = "cygwin"),
+    not(target_os = "nuttx")
+))]
+pub use server::bind_reuse_port;
 pub use server::{
     bind, ServerBuilder, TlsConfig, XdsServer, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CONCURRENT_STREAMS,

@@ -40,8 +40,35 @@ pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// reconnect at once; with a small backlog (Tokio's `TcpListener::bind` uses 1,024) the kernel
 /// drops or cookie-answers the excess handshakes, and some of those connections are reset.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    listen(socket_for(addr)?, addr)
+}
+
+/// As [`bind`], with `SO_REUSEPORT` too: several listeners can listen on one port, and the
+/// kernel spreads the incoming connections between them. For an application that runs one
+/// [`XdsServer`] per single-threaded runtime (a shard per thread, all built on the same source,
+/// each serving its own listener): a connection and its streams then stay on one thread. Bind the
+/// first listener to the address wanted, the others to the first one's `local_addr`.
+#[cfg(all(
+    unix,
+    not(target_os = "solaris"),
+    not(target_os = "illumos"),
+    not(target_os = "cygwin"),
+    not(target_os = "nuttx")
+))]
+pub fn bind_reuse_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket_for(addr)?;
+    socket.set_reuseport(true)?;
+    listen(socket, addr)
+}
+
+/// A socket for `addr`'s family, with `SO_REUSEADDR` (a restarted server binds at once).
+fn socket_for(addr: SocketAddr) -> std::io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    Ok(socket)
+}
+
+fn listen(socket: TcpSocket, addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(DEFAULT_LISTEN_BACKLOG)
 }
@@ -343,5 +370,26 @@ mod bind_tests {
         assert_ne!(addr.port(), 0);
         let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
         assert!(client.is_ok() && accepted.is_ok());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn listeners_bound_with_reuse_port_share_one_port() {
+        let first = super::bind_reuse_port("127.0.0.1:0".parse().expect("address")).expect("binds");
+        let addr = first.local_addr().expect("bound");
+        let second = super::bind_reuse_port(addr).expect("binds the same port");
+        assert_eq!(second.local_addr().expect("bound"), addr);
+        assert!(super::bind(addr).is_err(), "a listener without SO_REUSEPORT cannot join");
+        // Every connection is accepted by one of the two.
+        for _ in 0..8 {
+            let accepted = async {
+                tokio::select! {
+                    a = first.accept() => a,
+                    a = second.accept() => a,
+                }
+            };
+            let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), accepted);
+            assert!(client.is_ok() && accepted.is_ok());
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use xds_cache::SnapshotCache;
 use xds_core::SingleGroup;
@@ -74,11 +74,21 @@ pub struct LoadServer {
     pub scenario: Scenario,
     /// When the latest update's responses were handed to HTTP/2.
     pub clock: Arc<SendClock>,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), xds_server::Error>>>,
-    /// With shards: their threads and the signal that stops them.
-    shards: Vec<std::thread::JoinHandle<()>>,
-    stop_shards: Option<tokio::sync::watch::Sender<bool>>,
+    /// Set to stop serving.
+    stop: watch::Sender<bool>,
+    /// What serves, until stopped.
+    running: Option<Running>,
+}
+
+/// The server's task on the caller's runtime, or its shards' threads.
+enum Running {
+    Task(JoinHandle<Result<(), xds_server::Error>>),
+    Shards(Vec<std::thread::JoinHandle<()>>),
+}
+
+/// Completes once `stop` is set.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 impl std::fmt::Debug for LoadServer {
@@ -117,23 +127,12 @@ impl LoadServer {
             }
             builder.build(cache.clone())
         };
+        let (stop, stop_rx) = watch::channel(false);
         if shards < 2 {
             let listener = xds_server::bind(addr)?;
             let addr = listener.local_addr()?;
-            let (tx, rx) = oneshot::channel::<()>();
-            let handle = tokio::spawn(server().serve_with_listener(listener, async move {
-                let _ = rx.await;
-            }));
-            return Ok(Self {
-                addr,
-                cache,
-                scenario,
-                clock,
-                shutdown: Some(tx),
-                handle: Some(handle),
-                shards: Vec::new(),
-                stop_shards: None,
-            });
+            let task = tokio::spawn(server().serve_with_listener(listener, stopped(stop_rx)));
+            return Ok(Self { addr, cache, scenario, clock, stop, running: Some(Running::Task(task)) });
         }
         // Each shard's runtime takes over its listener.
         let first = xds_server::bind_reuse_port(addr)?.into_std()?;
@@ -142,11 +141,10 @@ impl LoadServer {
         for _ in 1..shards {
             listeners.push(xds_server::bind_reuse_port(addr)?.into_std()?);
         }
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut threads = Vec::new();
         for listener in listeners {
             let server = server();
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
             threads.push(std::thread::spawn(move || {
                 // A shard that fails says so; its listener closes and the kernel sends its
                 // connections to the other shards.
@@ -159,25 +157,13 @@ impl LoadServer {
                         Ok(l) => l,
                         Err(e) => return eprintln!("shard listener: {e}"),
                     };
-                    let shutdown = async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    };
-                    if let Err(e) = server.serve_with_listener(listener, shutdown).await {
+                    if let Err(e) = server.serve_with_listener(listener, stopped(stop)).await {
                         eprintln!("shard: {e}");
                     }
                 });
             }));
         }
-        Ok(Self {
-            addr,
-            cache,
-            scenario,
-            clock,
-            shutdown: None,
-            handle: None,
-            shards: threads,
-            stop_shards: Some(stop_tx),
-        })
+        Ok(Self { addr, cache, scenario, clock, stop, running: Some(Running::Shards(threads)) })
     }
 
     /// Publishes the next update; returns its generation and, for [`UpdateKind::One`], the
@@ -191,29 +177,22 @@ impl LoadServer {
 
     /// Stops serving and waits (at most 10 s) for the server to end.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(stop) = self.stop_shards.take() {
-            let _ = stop.send(true);
-            let threads = std::mem::take(&mut self.shards);
-            let join = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
-            let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
-        }
-        if let Some(handle) = self.handle.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        let _ = self.stop.send(true);
+        let limit = Duration::from_secs(10);
+        match self.running.take() {
+            Some(Running::Task(task)) => drop(tokio::time::timeout(limit, task).await),
+            Some(Running::Shards(threads)) => {
+                let join = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())));
+                drop(tokio::time::timeout(limit, join).await);
+            }
+            None => {}
         }
     }
 }
 
 impl Drop for LoadServer {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(stop) = self.stop_shards.take() {
-            let _ = stop.send(true);
-        }
+        let _ = self.stop.send(true);
     }
 }
 
@@ -226,7 +205,7 @@ mod tests {
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
         let server = LoadServer::start_sharded(addr, Scenario::new(2, 1), false, 2).await.expect("starts");
         assert_ne!(server.addr.port(), 0);
-        assert_eq!(server.shards.len(), 2);
+        assert!(matches!(&server.running, Some(Running::Shards(t)) if t.len() == 2));
         for _ in 0..8 {
             let connected = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(server.addr));
             assert!(matches!(connected.await, Ok(Ok(_))), "every shard's listener accepts");

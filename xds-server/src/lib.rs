@@ -53,18 +53,8 @@ mod watches;
 pub use auth::{IdentityBinding, NodeAuthorizer};
 pub use callbacks::{Callbacks, NoCallbacks, ResponseInfo, StreamInfo, Variant};
 pub use error::Error;
-#[cfg(all(
-    unix,
-    not(target_os = "solaris"),
-    not(target_os = "illumos"),
-    not(target_os = "cygwin"),
-    not(target_os = "nuttx")
-))]
-pub use server::bind_reuse_port;
-pub use server::{
-    bind, ServerBuilder, TlsConfig, XdsServer, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_CONCURRENT_STREAMS,
-    DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
-};
+// Everything public in `server`: the builder, the server, `bind` (and `bind_reuse_port` where
+// the platform has `SO_REUSEPORT`) and the defaults.
+pub use server::*;
 pub use service::{kind, ServiceKind, XdsService};
 pub use status::{ClientRegistry, ClientStatus, NackStatus, StreamStatus, TypeStatus};

@@ -158,3 +158,62 @@ async fn certificate_identity_binds_the_node_ids_a_client_may_claim() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().contains("may not claim node id \"envoy-2\""), "{}", refused.message());
 }
+
+#[tokio::test]
+async fn unusable_tls_material_is_refused_at_start_with_what_is_wrong() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(server_sans());
+    let cases = [
+        (
+            TlsConfig {
+                cert_pem: b"not a pem".to_vec(),
+                key_pem: key.clone().into(),
+                client_ca_pem: None,
+                client_auth_optional: false,
+            },
+            "server certificate chain",
+        ),
+        (
+            TlsConfig {
+                cert_pem: cert.clone().into(),
+                key_pem: b"not a key".to_vec(),
+                client_ca_pem: None,
+                client_auth_optional: false,
+            },
+            "server private key",
+        ),
+        (
+            TlsConfig {
+                cert_pem: cert.clone().into(),
+                key_pem: key.clone().into(),
+                client_ca_pem: Some(b"no CA here".to_vec()),
+                client_auth_optional: false,
+            },
+            "client CA bundle",
+        ),
+    ];
+    for (tls, what) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let served = XdsServer::builder().tls(tls).build(SnapshotCache::new()).serve_with_listener(listener, async {});
+        let err = tokio::time::timeout(WAIT, served).await.expect("returns at once").expect_err("refused");
+        assert!(matches!(err, xds_server::Error::Tls(_)), "{err:?}");
+        assert!(err.to_string().contains(what), "{err} should name the {what}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_holds_up_no_one() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf(server_sans());
+    let server = serve(TlsConfig {
+        cert_pem: cert.into(),
+        key_pem: key.into(),
+        client_ca_pem: None,
+        client_auth_optional: false,
+    })
+    .await;
+    // Connects and sends nothing: its handshake waits on its own connection's task.
+    let _stalled = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
+    assert_eq!(fetch_clusters(&server, tls).await, Ok(vec!["a".to_string()]));
+}

@@ -57,8 +57,8 @@ pub struct ResponseInfo<'a> {
 /// Hooks called by every stream. All methods have empty defaults; implement what you need.
 ///
 /// A hook that returns `Err(status)` vetoes: the stream is closed with that status (give it a
-/// message the client's operator can act on). Hooks run on the stream's task: keep them short
-/// and never block.
+/// message the client's operator can act on). Hooks run on the task of the stream's connection,
+/// which runs every other stream of that connection too: keep them short and never block.
 pub trait Callbacks: Send + Sync + 'static {
     /// A stream opened (before its first request).
     fn on_stream_open(&self, _stream: &StreamInfo) -> Result<(), Status> {

@@ -20,9 +20,6 @@ pub enum Error {
     /// The TLS configuration was refused.
     #[error("invalid TLS configuration: {0}")]
     Tls(String),
-    /// The transport failed.
-    #[error("transport error: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// The status a client sees for a library error.

@@ -5,10 +5,12 @@
 //! ECDS, ...) from one [`ResourceSource`](xds_core::ResourceSource), such as
 //! [`xds_cache::SnapshotCache`].
 //!
-//! It is the thin async layer around the protocol state machines of `xds-cache`: one task per
-//! stream feeds requests and the source's latest resources into the stream's state machine and
-//! writes the responses it returns, assembled from the resources' shared pre-encoded bytes; the
-//! encoded body of a response is itself shared by every stream sent the same resources.
+//! It is the thin async layer around the protocol state machines of `xds-cache`: each stream
+//! feeds requests and the source's latest resources into its state machine and writes the
+//! responses it returns, assembled from the resources' shared pre-encoded bytes; the encoded
+//! body of a response is itself shared by every stream sent the same resources. A server
+//! started with [`XdsServer::serve`] runs each connection (its HTTP/2 codec and every stream on
+//! it) as one task, so a connection's streams never wait for each other across threads.
 //!
 //! ```no_run
 //! use xds_cache::{Snapshot, SnapshotCache};
@@ -38,6 +40,7 @@ mod auth;
 mod body;
 mod callbacks;
 mod codec;
+mod conn;
 mod error;
 mod fetch;
 mod io;

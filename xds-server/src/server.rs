@@ -8,12 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::info;
 use xds_core::ResourceSource;
 
@@ -327,36 +324,30 @@ impl XdsServer {
     ) -> Result<(), Error> {
         let local = listener.local_addr().ok();
         let b = &self.builder;
-        let mut server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(b.keepalive_interval)
-            .http2_keepalive_timeout(Some(b.keepalive_timeout))
-            .max_concurrent_streams(b.max_concurrent_streams)
-            .accept_http1(true)
-            .tcp_nodelay(true);
-        if let Some(tls) = &b.tls {
-            let mut config = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-            if let Some(ca) = &tls.client_ca_pem {
-                config =
-                    config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(tls.client_auth_optional);
-            }
-            server = server.tls_config(config).map_err(|e| Error::Tls(e.to_string()))?;
-        }
-        let token = self.shared.shutdown.clone();
-        let tasks = self.shared.tasks.clone();
+        let tls = b.tls.as_ref().map(crate::conn::tls_acceptor).transpose()?;
+        let http = Arc::new(crate::conn::HttpSettings {
+            keepalive_interval: b.keepalive_interval,
+            keepalive_timeout: b.keepalive_timeout,
+            max_concurrent_streams: b.max_concurrent_streams,
+        });
+        info!(addr = %local.map_or_else(|| "unknown".to_string(), |a| a.to_string()), tls = tls.is_some(), "serving xDS");
+        let connections = TaskTracker::new();
+        let closing = CancellationToken::new();
+        crate::conn::accept(listener, tls, http, self.routes(), &connections, &closing, shutdown).await;
+        // The listener is closed: the kernel refuses new connections while streams drain.
+        info!("shutting down: closing every xDS stream");
         let drain = b.drain_timeout;
-        let signal = async move {
-            shutdown.await;
-            info!("shutting down: closing every xDS stream");
-            token.cancel();
-            tasks.close();
-            if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
-                tracing::warn!(?drain, "streams did not end within the drain timeout");
-            }
-        };
-        info!(addr = %local.map_or_else(|| "unknown".to_string(), |a| a.to_string()), tls = b.tls.is_some(), "serving xDS");
-        let incoming =
-            TcpIncoming::from(listener).with_nodelay(Some(true)).map(|conn| conn.map(crate::io::Coalescing::new));
-        server.add_routes(self.routes()).serve_with_incoming_shutdown(incoming, signal).await?;
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(drain, self.shared.tasks.wait()).await.is_err() {
+            tracing::warn!(?drain, "streams did not end within the drain timeout");
+        }
+        // Then every connection: GOAWAY, and an end once its last request is answered.
+        closing.cancel();
+        connections.close();
+        if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+            tracing::warn!(?drain, "connections did not close within the drain timeout");
+        }
         Ok(())
     }
 }

@@ -24,6 +24,7 @@ use crate::auth::{certificate_identities, NodeAuthorizer};
 use crate::body::{self, BodyCache, Outbox, ResponseBody};
 use crate::callbacks::{Callbacks, StreamInfo, Variant};
 use crate::codec::Recycle;
+use crate::conn::ConnExecutor;
 use crate::error::{status_of, status_of_core};
 use crate::metrics::{Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
@@ -96,8 +97,14 @@ pub(crate) fn open<P: Protocol>(
         api = type_url.map_or("ADS", type_url::short_name),
         variant = ?P::VARIANT,
     );
+    // On the task of the stream's connection when served by `XdsServer::serve`, else on its own.
+    let connection = request.extensions().get::<ConnExecutor>().cloned();
     let requests = request.into_inner();
-    shared.tasks.clone().spawn(run::<P>(shared, info, requests, outbox).instrument(span));
+    let task = shared.tasks.clone().track_future(run::<P>(shared, info, requests, outbox).instrument(span));
+    match connection {
+        Some(connection) => connection.spawn(Box::pin(task)),
+        None => drop(tokio::spawn(task)),
+    }
     Ok(body)
 }
 

@@ -1,0 +1,73 @@
+//! How `XdsServer::serve` runs connections: a connection's streams run on the connection's own
+//! task, whatever the number of streams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use xds_cache::{Snapshot, SnapshotCache};
+use xds_core::envoy::config::cluster::v3::Cluster;
+use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use xds_core::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use xds_core::type_url::CLUSTER;
+use xds_server::XdsServer;
+use xds_tests::{request, WAIT};
+
+/// An open ADS stream: the sender keeps it open.
+type Open = (mpsc::Sender<DiscoveryRequest>, tonic::Streaming<DiscoveryResponse>);
+
+async fn open_stream(channel: &tonic::transport::Channel) -> Open {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(request(Some("n1"), CLUSTER, &[], "", "")).await.expect("queued");
+    let mut client = AggregatedDiscoveryServiceClient::new(channel.clone());
+    let mut responses = tokio::time::timeout(WAIT, client.stream_aggregated_resources(ReceiverStream::new(rx)))
+        .await
+        .expect("opened in time")
+        .expect("opened")
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, responses.message()).await.expect("in time").expect("a response");
+    assert!(first.is_some(), "the stream's first response");
+    (tx, responses)
+}
+
+#[tokio::test]
+async fn the_streams_of_a_connection_are_not_tasks_of_their_own() {
+    // The server on a runtime of its own, whose tasks are counted.
+    let server_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let cache = Arc::new(SnapshotCache::new());
+    cache.set_snapshot("n1", Snapshot::builder().resource(&Cluster { name: "c".into(), ..Default::default() }).build());
+    let listener = {
+        let _entered = server_rt.enter();
+        xds_server::bind("127.0.0.1:0".parse().expect("address")).expect("bind")
+    };
+    let addr = listener.local_addr().expect("bound");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = server_rt.spawn(XdsServer::builder().build(cache).serve_with_listener(listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let channel = Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    let mut streams = vec![open_stream(&channel).await];
+    let with_one = server_rt.metrics().num_alive_tasks();
+    for _ in 0..24 {
+        streams.push(open_stream(&channel).await);
+    }
+    let with_many = server_rt.metrics().num_alive_tasks();
+    assert_eq!(
+        with_many, with_one,
+        "25 streams on one connection take as many tasks as one ({with_one}: the server and the connection)"
+    );
+    assert!(with_one <= 3, "{with_one} tasks for one connection");
+
+    drop(streams);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("server stops in time")
+        .expect("joins")
+        .expect("served");
+    server_rt.shutdown_background();
+}

@@ -1,0 +1,448 @@
+//! Serving accepted connections: one task per connection runs the connection's HTTP/2 codec and
+//! every stream on it.
+//!
+//! A server built on Tokio's default executor spawns a task per HTTP/2 stream (hyper's, which
+//! runs the service and sends the response body) beside the connection's task, and this crate
+//! adds one more (the stream's own, [`crate::stream`]). With many streams per connection and
+//! more than one worker thread, the tasks of one connection run on different threads: every
+//! response and every request then crosses threads twice (a wake-up of a parked worker, and
+//! the HTTP/2 connection's lock taken from both sides), which was most of the server's system
+//! calls when 10,000 streams connect (see `benches/README.md`).
+//!
+//! Here a connection's streams are futures owned by the connection's task ([`StreamSet`]):
+//! hyper hands them over through [`ConnExecutor`], and the stream tasks of this crate find the
+//! same executor in their request's extensions. A wake-up of any of them wakes the one
+//! connection task, which polls the codec and whichever streams were woken, on one thread,
+//! while other connections run on the other threads.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::task::AtomicWaker;
+use futures::StreamExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::{
+    self,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    server::WebPkiClientVerifier,
+    RootCertStore, ServerConfig,
+};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::body::Body;
+use tonic::codegen::Service;
+use tonic::service::Routes;
+use tonic::transport::server::Connected;
+use tracing::{debug, warn};
+
+use crate::io::Coalescing;
+use crate::{Error, TlsConfig};
+
+/// A stream's future, as the connection task owns it.
+pub(crate) type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// [`Signal::state`]: the connection task is being polled.
+const POLLING: u8 = 1;
+/// [`Signal::state`]: something was woken (or handed over) since the state was last cleared.
+const WOKEN: u8 = 2;
+
+/// What the connection, its streams and [`ConnExecutor`] wake: the connection task, unless it
+/// is being polled at the time, in which case the poll goes round once more instead. A wake-up
+/// of a running task would make Tokio schedule it again, and wake another worker thread for it.
+#[derive(Default)]
+struct Signal {
+    state: AtomicU8,
+    /// Futures handed to the connection, not yet polled.
+    handed: Mutex<Vec<StreamFuture>>,
+    task: AtomicWaker,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Neither polling nor woken before: wake the task. Woken before: that wake-up stands;
+        // polling: the poll sees `WOKEN` and goes round again.
+        if self.state.fetch_or(WOKEN, Ordering::AcqRel) == 0 {
+            self.task.wake();
+        }
+    }
+}
+
+/// Runs futures on the task of one connection (hyper's executor for its HTTP/2 streams, and
+/// found in every request's extensions by the streams of this crate).
+#[derive(Clone, Default)]
+pub(crate) struct ConnExecutor(Arc<Signal>);
+
+impl std::fmt::Debug for ConnExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnExecutor").finish_non_exhaustive()
+    }
+}
+
+impl ConnExecutor {
+    /// Hands `future` to the connection's task.
+    pub(crate) fn spawn(&self, future: StreamFuture) {
+        self.0.handed.lock().push(future);
+        self.0.wake_by_ref();
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for ConnExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        self.spawn(Box::pin(future));
+    }
+}
+
+/// How many times one poll of a connection goes round its codec and its streams while they
+/// wake each other, before it lets other tasks run (and has Tokio poll it again later). A
+/// response typically takes three: the stream queues it, the codec frames it, the next round's
+/// read writes it out (see [`crate::io`]).
+const ROUNDS_PER_POLL: usize = 8;
+
+/// A connection and the streams it runs: done when the connection has ended and every stream
+/// with it (a stream ends on its own once its connection is gone).
+pub(crate) struct StreamSet<C> {
+    connection: Option<Pin<Box<C>>>,
+    executor: ConnExecutor,
+    /// Wakes [`Self::executor`]'s signal; given to everything this task polls.
+    waker: Waker,
+    running: FuturesUnordered<StreamFuture>,
+}
+
+impl<C> StreamSet<C> {
+    pub(crate) fn new(connection: C, executor: ConnExecutor) -> Self {
+        let waker = Waker::from(executor.0.clone());
+        Self { connection: Some(Box::pin(connection)), executor, waker, running: FuturesUnordered::new() }
+    }
+
+    /// The connection, until it has ended.
+    pub(crate) fn connection(&mut self) -> Option<Pin<&mut C>> {
+        self.connection.as_mut().map(|c| c.as_mut())
+    }
+
+    /// Moves the futures handed over since the last call into the running set.
+    fn adopt(&mut self) {
+        let handed = std::mem::take(&mut *self.executor.0.handed.lock());
+        self.running.extend(handed);
+    }
+}
+
+impl<C, E> Future for StreamSet<C>
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let signal = this.executor.0.clone();
+        signal.task.register(cx.waker());
+        signal.state.store(POLLING, Ordering::Release);
+        let waker = this.waker.clone();
+        let mut inner = Context::from_waker(&waker);
+        for _ in 0..ROUNDS_PER_POLL {
+            if let Some(Poll::Ready(result)) = this.connection.as_mut().map(|c| c.as_mut().poll(&mut inner)) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                this.connection = None;
+            }
+            this.adopt();
+            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut inner) {}
+            this.adopt();
+            if this.connection.is_none() && this.running.is_empty() {
+                signal.state.store(0, Ordering::Release);
+                return Poll::Ready(());
+            }
+            // Woken during this round (or handed a stream): once more. Else done, unless a
+            // wake-up comes in between.
+            if signal.state.swap(POLLING, Ordering::AcqRel) & WOKEN == 0
+                && signal.state.compare_exchange(POLLING, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                return Poll::Pending;
+            }
+        }
+        signal.state.store(0, Ordering::Release);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Time a TLS handshake may take before the connection is dropped.
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP settings of the connections a server accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSettings {
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) max_concurrent_streams: u32,
+}
+
+impl HttpSettings {
+    /// The codec of one connection (HTTP/2, or HTTP/1.1 for REST polling), running its streams on
+    /// `executor`.
+    fn builder(&self, executor: ConnExecutor) -> auto::Builder<ConnExecutor> {
+        let mut builder = auto::Builder::new(executor);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout);
+        // hyper enforces its HTTP/1 header read timeout only with a timer.
+        builder.http1().timer(TokioTimer::new());
+        builder
+    }
+}
+
+/// The rustls acceptor for `tls`, or an error that says which part was refused.
+pub(crate) fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
+    let refused = |what: &str, e: &dyn std::fmt::Display| Error::Tls(format!("{what}: {e}"));
+    let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refused("server certificate chain", &e))?;
+    if certs.is_empty() {
+        return Err(Error::Tls("server certificate chain: no CERTIFICATE in the PEM".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| refused("server private key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| refused("protocol versions", &e))?;
+    let config = match &tls.client_ca_pem {
+        None => config.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                let cert = cert.map_err(|e| refused("client CA bundle", &e))?;
+                roots.add(cert).map_err(|e| refused("client CA bundle", &e))?;
+            }
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if tls.client_auth_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            config.with_client_cert_verifier(verifier.build().map_err(|e| refused("client CA bundle", &e))?)
+        }
+    };
+    let mut config = config.with_single_cert(certs, key).map_err(|e| refused("server certificate and key", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Pause after a failure to accept that is not the connection's own (out of file descriptors):
+/// the listener is tried again after it rather than in a busy loop.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Accepts connections on `listener` and serves `routes` on each until `stop` is cancelled, then
+/// stops accepting and returns; the connections go on until `closing` is cancelled.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    http: Arc<HttpSettings>,
+    routes: Routes,
+    connections: &TaskTracker,
+    closing: &CancellationToken,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) if is_connection_error(&e) => {
+                    debug!(error = %e, "a connection failed while being accepted");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot accept connections; trying again in {ACCEPT_RETRY:?}");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tls, http, routes, closing) = (tls.clone(), http.clone(), routes.clone(), closing.clone());
+        connections.spawn(async move {
+            match tls {
+                None => serve(Coalescing::new(tcp), &http, routes, closing).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => serve(Coalescing::new(tls), &http, routes, closing).await,
+                    Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => debug!("TLS handshake timed out after {TLS_HANDSHAKE_TIMEOUT:?}"),
+                },
+            }
+        });
+    }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::BrokenPipe | K::Interrupted | K::WouldBlock | K::TimedOut
+    )
+}
+
+/// Serves one connection until it ends (on `closing`, after its streams have ended).
+async fn serve<IO>(io: IO, http: &HttpSettings, routes: Routes, closing: CancellationToken)
+where
+    IO: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = io.connect_info();
+    let executor = ConnExecutor::default();
+    let builder = http.builder(executor.clone());
+    let local = executor.clone();
+    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(info.clone());
+        request.extensions_mut().insert(local.clone());
+        routes.clone().call(request)
+    });
+    let mut set = StreamSet::new(builder.serve_connection(TokioIo::new(io), service), executor);
+    let mut closing = std::pin::pin!(closing.cancelled_owned());
+    let mut shutting_down = false;
+    std::future::poll_fn(|cx| {
+        if !shutting_down && closing.as_mut().poll(cx).is_ready() {
+            shutting_down = true;
+            if let Some(connection) = set.connection() {
+                connection.graceful_shutdown();
+            }
+        }
+        Pin::new(&mut set).poll(cx)
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups (the connection task as Tokio sees it).
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn outer() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (count.clone(), Waker::from(count))
+    }
+
+    /// A connection that stays open until `open` is cleared.
+    fn connection(open: Arc<std::sync::atomic::AtomicBool>) -> impl Future<Output = Result<(), String>> {
+        std::future::poll_fn(move |_| if open.load(Ordering::SeqCst) { Poll::Pending } else { Poll::Ready(Ok(())) })
+    }
+
+    /// A stream that wakes itself `times` times, then ends; counts its polls.
+    fn waking_stream(times: usize, polls: Arc<AtomicUsize>) -> StreamFuture {
+        Box::pin(std::future::poll_fn(move |cx| {
+            if polls.fetch_add(1, Ordering::SeqCst) < times {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }))
+    }
+
+    #[test]
+    fn wake_ups_during_a_poll_are_more_rounds_of_it_not_a_new_schedule() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let executor = ConnExecutor::default();
+        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let polls = Arc::new(AtomicUsize::new(0));
+        executor.spawn(waking_stream(2, polls.clone()));
+        let (count, waker) = outer();
+        assert!(Pin::new(&mut set).poll(&mut Context::from_waker(&waker)).is_pending(), "the connection is open");
+        assert_eq!(polls.load(Ordering::SeqCst), 3, "woken twice while polled: ran to its end in one poll");
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "and the task was not scheduled again");
+        assert!(set.running.is_empty());
+    }
+
+    #[test]
+    fn a_stream_handed_over_between_polls_wakes_the_task_once() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let executor = ConnExecutor::default();
+        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let (count, waker) = outer();
+        assert!(Pin::new(&mut set).poll(&mut Context::from_waker(&waker)).is_pending());
+        let polls = Arc::new(AtomicUsize::new(0));
+        executor.spawn(waking_stream(0, polls.clone()));
+        executor.spawn(waking_stream(0, polls.clone()));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one wake-up for both");
+        assert_eq!(polls.load(Ordering::SeqCst), 0, "run by the connection's task, not by the caller");
+        assert!(Pin::new(&mut set).poll(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        // Idle again: the next hand-over wakes the task again.
+        executor.spawn(waking_stream(0, polls.clone()));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_stream_that_never_rests_lets_other_tasks_run() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let executor = ConnExecutor::default();
+        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let polls = Arc::new(AtomicUsize::new(0));
+        executor.spawn(waking_stream(usize::MAX, polls.clone()));
+        let (count, waker) = outer();
+        assert!(Pin::new(&mut set).poll(&mut Context::from_waker(&waker)).is_pending());
+        let after_one_poll = polls.load(Ordering::SeqCst);
+        assert!((ROUNDS_PER_POLL..=2 * ROUNDS_PER_POLL).contains(&after_one_poll), "{after_one_poll} polls");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task asks to be polled again");
+    }
+
+    #[test]
+    fn done_once_the_connection_and_every_stream_have_ended() {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let executor = ConnExecutor::default();
+        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        // A stream that ends when told (as a stream does once its connection has gone).
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stream_waker = Arc::new(Mutex::new(None::<Waker>));
+        let (e, w) = (ended.clone(), stream_waker.clone());
+        executor.spawn(Box::pin(std::future::poll_fn(move |cx| {
+            if e.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            *w.lock() = Some(cx.waker().clone());
+            Poll::Pending
+        })));
+        let (count, waker) = outer();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut set).poll(&mut cx).is_pending());
+        open.store(false, Ordering::SeqCst);
+        assert!(Pin::new(&mut set).poll(&mut cx).is_pending(), "the connection ended, a stream has not");
+        assert!(set.connection().is_none());
+        ended.store(true, Ordering::SeqCst);
+        stream_waker.lock().take().expect("registered").wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the stream's wake-up reaches the task");
+        assert!(Pin::new(&mut set).poll(&mut cx).is_ready());
+    }
+}

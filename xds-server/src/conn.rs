@@ -3,14 +3,15 @@
 //!
 //! A server built on Tokio's default executor spawns a task per HTTP/2 stream (hyper's, which
 //! runs the service and sends the response body) beside the connection's task, and this crate
-//! adds one more (the stream's own, [`crate::stream`]). With many streams per connection and
-//! more than one worker thread, the tasks of one connection run on different threads: every
-//! response and every request then crosses threads twice (a wake-up of a parked worker, and
-//! the HTTP/2 connection's lock taken from both sides), which was most of the server's system
-//! calls when 10,000 streams connect (see `benches/README.md`).
+//! would add one more (the stream's own, [`crate::stream`]). With many streams per connection
+//! and more than one worker thread, the tasks of one connection run on different threads:
+//! every request and every response then crosses threads twice (a parked worker woken, and the
+//! HTTP/2 connection's lock taken from both sides). Serving connections this way instead took a
+//! fifth to a quarter off the server's CPU for the initial state of 10,000 streams over 100
+//! connections, and a tenth off each update (`benches/README.md`, "One task per connection").
 //!
 //! Here a connection's streams are futures owned by the connection's task ([`StreamSet`]):
-//! hyper hands them over through [`ConnExecutor`], and the stream tasks of this crate find the
+//! hyper hands them over through [`ConnExecutor`], and this crate's stream futures find the
 //! same executor in their request's extensions. A wake-up of any of them wakes the one
 //! connection task, which polls the codec and whichever streams were woken, on one thread,
 //! while other connections run on the other threads.
@@ -54,13 +55,18 @@ pub(crate) type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// [`Signal::state`]: the connection task is being polled.
 const POLLING: u8 = 1;
-/// [`Signal::state`]: something was woken (or handed over) since the state was last cleared.
-const WOKEN: u8 = 2;
+/// [`Signal::state`]: the connection (its codec and socket) was woken since it was last polled.
+const CONNECTION: u8 = 2;
+/// [`Signal::state`]: a stream was woken, or handed over, since the streams were last polled.
+const STREAMS: u8 = 4;
+/// The parts a poll may have to poll.
+const PARTS: u8 = CONNECTION | STREAMS;
 
 /// What the connection, its streams and [`ConnExecutor`] wake: the connection task, unless it
-/// is being polled at the time, in which case the poll goes round once more instead. A wake-up
-/// of a running task would make Tokio schedule it again, and wake another worker thread for it.
-#[derive(Default)]
+/// is being polled at the time, in which case the poll goes round once more instead (a wake-up
+/// of a running task would make Tokio schedule it again, and wake another worker thread for
+/// it). It records which part was woken, so a poll polls only those: a stream's wake-up does
+/// not poll the codec, nor the codec's the streams.
 struct Signal {
     state: AtomicU8,
     /// Futures handed to the connection, not yet polled.
@@ -68,17 +74,36 @@ struct Signal {
     task: AtomicWaker,
 }
 
-impl Wake for Signal {
+impl Default for Signal {
+    fn default() -> Self {
+        // The first poll polls both.
+        Self { state: AtomicU8::new(PARTS), handed: Mutex::default(), task: AtomicWaker::new() }
+    }
+}
+
+impl Signal {
+    fn wake(&self, part: u8) {
+        // Neither polling nor woken before: wake the task. Woken before: that wake-up stands;
+        // polling: the poll sees the part's bit and goes round again.
+        if self.state.fetch_or(part, Ordering::AcqRel) == 0 {
+            self.task.wake();
+        }
+    }
+}
+
+/// The waker of one part of a connection task.
+struct PartWaker {
+    signal: Arc<Signal>,
+    part: u8,
+}
+
+impl Wake for PartWaker {
     fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+        self.signal.wake(self.part);
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Neither polling nor woken before: wake the task. Woken before: that wake-up stands;
-        // polling: the poll sees `WOKEN` and goes round again.
-        if self.state.fetch_or(WOKEN, Ordering::AcqRel) == 0 {
-            self.task.wake();
-        }
+        self.signal.wake(self.part);
     }
 }
 
@@ -97,7 +122,7 @@ impl ConnExecutor {
     /// Hands `future` to the connection's task.
     pub(crate) fn spawn(&self, future: StreamFuture) {
         self.0.handed.lock().push(future);
-        self.0.wake_by_ref();
+        self.0.wake(STREAMS);
     }
 }
 
@@ -121,15 +146,23 @@ const ROUNDS_PER_POLL: usize = 8;
 pub(crate) struct StreamSet<C> {
     connection: Option<Pin<Box<C>>>,
     executor: ConnExecutor,
-    /// Wakes [`Self::executor`]'s signal; given to everything this task polls.
-    waker: Waker,
+    /// Given to the connection when it is polled.
+    connection_waker: Waker,
+    /// Given to the streams when they are polled.
+    streams_waker: Waker,
     running: FuturesUnordered<StreamFuture>,
 }
 
 impl<C> StreamSet<C> {
     pub(crate) fn new(connection: C, executor: ConnExecutor) -> Self {
-        let waker = Waker::from(executor.0.clone());
-        Self { connection: Some(Box::pin(connection)), executor, waker, running: FuturesUnordered::new() }
+        let waker = |part| Waker::from(Arc::new(PartWaker { signal: executor.0.clone(), part }));
+        Self {
+            connection: Some(Box::pin(connection)),
+            connection_waker: waker(CONNECTION),
+            streams_waker: waker(STREAMS),
+            executor,
+            running: FuturesUnordered::new(),
+        }
     }
 
     /// The connection, until it has ended.
@@ -155,34 +188,51 @@ where
         let this = self.get_mut();
         let signal = this.executor.0.clone();
         signal.task.register(cx.waker());
-        signal.state.store(POLLING, Ordering::Release);
-        let waker = this.waker.clone();
-        let mut inner = Context::from_waker(&waker);
-        for _ in 0..ROUNDS_PER_POLL {
-            if let Some(Poll::Ready(result)) = this.connection.as_mut().map(|c| c.as_mut().poll(&mut inner)) {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended");
+        let mut woken = signal.state.swap(POLLING, Ordering::AcqRel) & PARTS;
+        let mut rounds = 0;
+        loop {
+            if woken == 0 {
+                // Nothing to do, unless a wake-up comes in between.
+                match signal.state.compare_exchange(POLLING, 0, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Poll::Pending,
+                    Err(_) => {
+                        woken = signal.state.swap(POLLING, Ordering::AcqRel) & PARTS;
+                        continue;
+                    }
                 }
-                this.connection = None;
             }
-            this.adopt();
-            while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut inner) {}
-            this.adopt();
-            if this.connection.is_none() && this.running.is_empty() {
+            if rounds == ROUNDS_PER_POLL {
+                // Keep what is left for the next poll, and ask for one.
+                signal.state.fetch_or(woken, Ordering::AcqRel);
+                signal.state.fetch_and(!POLLING, Ordering::AcqRel);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            rounds += 1;
+            if woken & CONNECTION != 0 {
+                let mut connection_cx = Context::from_waker(&this.connection_waker);
+                if let Some(Poll::Ready(result)) = this.connection.as_mut().map(|c| c.as_mut().poll(&mut connection_cx))
+                {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                    this.connection = None;
+                }
+                // Streams the codec just handed over or woke run in this round.
+                woken |= signal.state.fetch_and(!STREAMS, Ordering::AcqRel) & STREAMS;
+            }
+            if woken & STREAMS != 0 {
+                this.adopt();
+                let mut streams_cx = Context::from_waker(&this.streams_waker);
+                while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut streams_cx) {}
+                this.adopt();
+            }
+            if this.connection.is_none() && this.running.is_empty() && signal.handed.lock().is_empty() {
                 signal.state.store(0, Ordering::Release);
                 return Poll::Ready(());
             }
-            // Woken during this round (or handed a stream): once more. Else done, unless a
-            // wake-up comes in between.
-            if signal.state.swap(POLLING, Ordering::AcqRel) & WOKEN == 0
-                && signal.state.compare_exchange(POLLING, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
-            {
-                return Poll::Pending;
-            }
+            woken = signal.state.swap(POLLING, Ordering::AcqRel) & PARTS;
         }
-        signal.state.store(0, Ordering::Release);
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 
@@ -405,6 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_polls_only_the_parts_that_were_woken() {
+        let connection_polls = Arc::new(AtomicUsize::new(0));
+        let counted = connection_polls.clone();
+        let connection = std::future::poll_fn(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Poll::<Result<(), String>>::Pending
+        });
+        let executor = ConnExecutor::default();
+        let mut set = StreamSet::new(connection, executor.clone());
+        let stream_waker = Arc::new(Mutex::new(None::<Waker>));
+        let stream_polls = Arc::new(AtomicUsize::new(0));
+        let (w, p) = (stream_waker.clone(), stream_polls.clone());
+        executor.spawn(Box::pin(std::future::poll_fn(move |cx| {
+            p.fetch_add(1, Ordering::SeqCst);
+            *w.lock() = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        })));
+        let (_, waker) = outer();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut set).poll(&mut cx).is_pending());
+        assert_eq!((connection_polls.load(Ordering::SeqCst), stream_polls.load(Ordering::SeqCst)), (1, 1));
+        // A stream's wake-up: the stream is polled, the connection is not.
+        stream_waker.lock().take().expect("registered").wake();
+        assert!(Pin::new(&mut set).poll(&mut cx).is_pending());
+        assert_eq!((connection_polls.load(Ordering::SeqCst), stream_polls.load(Ordering::SeqCst)), (1, 2));
+        // A poll nothing woke polls nothing.
+        assert!(Pin::new(&mut set).poll(&mut cx).is_pending());
+        assert_eq!((connection_polls.load(Ordering::SeqCst), stream_polls.load(Ordering::SeqCst)), (1, 2));
+    }
+
+    #[test]
     fn a_stream_that_never_rests_lets_other_tasks_run() {
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let executor = ConnExecutor::default();
@@ -437,12 +518,15 @@ mod tests {
         let (count, waker) = outer();
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut set).poll(&mut cx).is_pending());
+        // The connection ends (as the socket's wake-up would tell it).
         open.store(false, Ordering::SeqCst);
+        set.connection_waker.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the connection's wake-up reaches the task");
         assert!(Pin::new(&mut set).poll(&mut cx).is_pending(), "the connection ended, a stream has not");
         assert!(set.connection().is_none());
         ended.store(true, Ordering::SeqCst);
         stream_waker.lock().take().expect("registered").wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the stream's wake-up reaches the task");
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "the stream's wake-up reaches the task");
         assert!(Pin::new(&mut set).poll(&mut cx).is_ready());
     }
 }

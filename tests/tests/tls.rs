@@ -40,6 +40,17 @@ fn server_sans() -> Vec<SanType> {
     vec![SanType::DnsName("localhost".try_into().expect("dns")), SanType::IpAddress([127, 0, 0, 1].into())]
 }
 
+/// TLS with a certificate from `pki`, no client certificates.
+fn server_only(pki: &Pki) -> TlsConfig {
+    let (cert, key) = pki.leaf(server_sans());
+    TlsConfig {
+        cert_pem: cert.into_bytes(),
+        key_pem: key.into_bytes(),
+        client_ca_pem: None,
+        client_auth_optional: false,
+    }
+}
+
 async fn serve(tls: TlsConfig) -> TestServer {
     let cache = Arc::new(SnapshotCache::new());
     cache.set_snapshot("n1", Snapshot::builder().resource(&Cluster { name: "a".into(), ..Default::default() }).build());
@@ -70,14 +81,7 @@ async fn fetch_clusters(server: &TestServer, tls: ClientTlsConfig) -> Result<Vec
 #[tokio::test]
 async fn tls_serves_clients_that_trust_the_ca() {
     let pki = Pki::new();
-    let (cert, key) = pki.leaf(server_sans());
-    let server = serve(TlsConfig {
-        cert_pem: cert.into_bytes(),
-        key_pem: key.into_bytes(),
-        client_ca_pem: None,
-        client_auth_optional: false,
-    })
-    .await;
+    let server = serve(server_only(&pki)).await;
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");
     assert_eq!(fetch_clusters(&server, tls).await.expect("served over TLS"), ["a"]);
 }
@@ -204,14 +208,7 @@ async fn unusable_tls_material_is_refused_at_start_with_what_is_wrong() {
 #[tokio::test]
 async fn a_client_that_never_finishes_its_handshake_holds_up_no_one() {
     let pki = Pki::new();
-    let (cert, key) = pki.leaf(server_sans());
-    let server = serve(TlsConfig {
-        cert_pem: cert.into(),
-        key_pem: key.into(),
-        client_ca_pem: None,
-        client_auth_optional: false,
-    })
-    .await;
+    let server = serve(server_only(&pki)).await;
     // Connects and sends nothing: its handshake waits on its own connection's task.
     let _stalled = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca_pem)).domain_name("localhost");

@@ -409,6 +409,15 @@ mod tests {
         std::future::poll_fn(move |_| if open.load(Ordering::SeqCst) { Poll::Pending } else { Poll::Ready(Ok(())) })
     }
 
+    /// A connection task over an open connection, and its executor.
+    fn open_connection(
+    ) -> (Arc<std::sync::atomic::AtomicBool>, ConnExecutor, StreamSet<impl Future<Output = Result<(), String>>>) {
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let executor = ConnExecutor::default();
+        let set = StreamSet::new(connection(open.clone()), executor.clone());
+        (open, executor, set)
+    }
+
     /// A stream that wakes itself `times` times, then ends; counts its polls.
     fn waking_stream(times: usize, polls: Arc<AtomicUsize>) -> StreamFuture {
         Box::pin(std::future::poll_fn(move |cx| {
@@ -423,9 +432,7 @@ mod tests {
 
     #[test]
     fn wake_ups_during_a_poll_are_more_rounds_of_it_not_a_new_schedule() {
-        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let executor = ConnExecutor::default();
-        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let (_open, executor, mut set) = open_connection();
         let polls = Arc::new(AtomicUsize::new(0));
         executor.spawn(waking_stream(2, polls.clone()));
         let (count, waker) = outer();
@@ -437,9 +444,7 @@ mod tests {
 
     #[test]
     fn a_stream_handed_over_between_polls_wakes_the_task_once() {
-        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let executor = ConnExecutor::default();
-        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let (_open, executor, mut set) = open_connection();
         let (count, waker) = outer();
         assert!(Pin::new(&mut set).poll(&mut Context::from_waker(&waker)).is_pending());
         let polls = Arc::new(AtomicUsize::new(0));
@@ -487,9 +492,7 @@ mod tests {
 
     #[test]
     fn a_stream_that_never_rests_lets_other_tasks_run() {
-        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let executor = ConnExecutor::default();
-        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let (_open, executor, mut set) = open_connection();
         let polls = Arc::new(AtomicUsize::new(0));
         executor.spawn(waking_stream(usize::MAX, polls.clone()));
         let (count, waker) = outer();
@@ -501,9 +504,7 @@ mod tests {
 
     #[test]
     fn done_once_the_connection_and_every_stream_have_ended() {
-        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let executor = ConnExecutor::default();
-        let mut set = StreamSet::new(connection(open.clone()), executor.clone());
+        let (open, executor, mut set) = open_connection();
         // A stream that ends when told (as a stream does once its connection has gone).
         let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stream_waker = Arc::new(Mutex::new(None::<Waker>));

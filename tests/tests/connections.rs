@@ -64,10 +64,31 @@ async fn the_streams_of_a_connection_are_not_tasks_of_their_own() {
 
     drop(streams);
     let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), served)
+    // Well within the default drain timeout (5 s): the idle connection is closed at once.
+    tokio::time::timeout(Duration::from_secs(3), served)
         .await
-        .expect("server stops in time")
+        .expect("server stops at once")
         .expect("joins")
         .expect("served");
     server_rt.shutdown_background();
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_without_waiting_for_the_drain_timeout() {
+    let cache = Arc::new(SnapshotCache::new());
+    cache.set_snapshot("n1", Snapshot::builder().resource(&Cluster { name: "c".into(), ..Default::default() }).build());
+    // A drain timeout far longer than the wait below: stopping within it means the idle
+    // connection was closed at once (GOAWAY), not left until a timer woke it (5 s before the
+    // connection task polled the codec after the shutdown call) or the drain timed out.
+    let builder = XdsServer::builder().drain_timeout(Duration::from_secs(30));
+    let server = xds_tests::TestServer::start_with(builder, cache).await;
+    let channel =
+        Endpoint::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await.expect("connect");
+    // One stream opened and closed: the connection stays, idle.
+    drop(open_stream(&channel).await);
+    tokio::time::timeout(Duration::from_secs(3), server.stop())
+        .await
+        .expect("an idle connection closes at once on shutdown")
+        .expect("stopped");
+    drop(channel);
 }

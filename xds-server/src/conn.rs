@@ -170,6 +170,11 @@ impl<C> StreamSet<C> {
         self.connection.as_mut().map(|c| c.as_mut())
     }
 
+    /// Has the next poll poll the connection, as if it had been woken.
+    pub(crate) fn poll_connection(&self) {
+        self.executor.0.state.fetch_or(CONNECTION, Ordering::AcqRel);
+    }
+
     /// Moves the futures handed over since the last call into the running set.
     fn adopt(&mut self) {
         let handed = std::mem::take(&mut *self.executor.0.handed.lock());
@@ -376,6 +381,8 @@ where
             shutting_down = true;
             if let Some(connection) = set.connection() {
                 connection.graceful_shutdown();
+                // Polled now (GOAWAY, and an end if idle), not at its next wake-up.
+                set.poll_connection();
             }
         }
         Pin::new(&mut set).poll(cx)

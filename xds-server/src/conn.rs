@@ -244,7 +244,7 @@ where
 /// Time a TLS handshake may take before the connection is dropped.
 pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// HTTP settings of the connections a server accepts.
+/// HTTP settings of the connections a server accepts (set on its builder).
 #[derive(Debug, Clone)]
 pub(crate) struct HttpSettings {
     pub(crate) keepalive_interval: Option<Duration>,

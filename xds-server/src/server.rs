@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::NodeAuthorizer;
 use crate::callbacks::{Callbacks, NoCallbacks};
+use crate::conn::HttpSettings;
 use crate::metrics::Metrics;
 use crate::service::{kind, XdsService};
 use crate::status::ClientRegistry;
@@ -100,9 +101,7 @@ pub struct TlsConfig {
 pub struct ServerBuilder {
     tls: Option<TlsConfig>,
     max_receive_message_size: usize,
-    keepalive_interval: Option<Duration>,
-    keepalive_timeout: Duration,
-    max_concurrent_streams: u32,
+    http: HttpSettings,
     drain_timeout: Duration,
     heartbeat_interval: Duration,
     callbacks: Arc<dyn Callbacks>,
@@ -115,9 +114,11 @@ impl Default for ServerBuilder {
         Self {
             tls: None,
             max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
-            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
-            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
-            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            http: HttpSettings {
+                keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+                keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+                max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            },
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             callbacks: Arc::new(NoCallbacks),
@@ -132,8 +133,8 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("tls", &self.tls.is_some())
             .field("max_receive_message_size", &self.max_receive_message_size)
-            .field("keepalive_interval", &self.keepalive_interval)
-            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("keepalive_interval", &self.http.keepalive_interval)
+            .field("max_concurrent_streams", &self.http.max_concurrent_streams)
             .finish_non_exhaustive()
     }
 }
@@ -156,7 +157,7 @@ impl ServerBuilder {
     /// HTTP/2 keepalive ping interval; `None` disables pings ([`DEFAULT_KEEPALIVE_INTERVAL`]).
     #[must_use]
     pub fn http2_keepalive_interval(mut self, interval: Option<Duration>) -> Self {
-        self.keepalive_interval = interval;
+        self.http.keepalive_interval = interval;
         self
     }
 
@@ -164,14 +165,14 @@ impl ServerBuilder {
     /// ([`DEFAULT_KEEPALIVE_TIMEOUT`]).
     #[must_use]
     pub fn http2_keepalive_timeout(mut self, timeout: Duration) -> Self {
-        self.keepalive_timeout = timeout;
+        self.http.keepalive_timeout = timeout;
         self
     }
 
     /// Concurrent streams per HTTP/2 connection ([`DEFAULT_MAX_CONCURRENT_STREAMS`]).
     #[must_use]
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
-        self.max_concurrent_streams = streams;
+        self.http.max_concurrent_streams = streams;
         self
     }
 
@@ -325,11 +326,7 @@ impl XdsServer {
         let local = listener.local_addr().ok();
         let b = &self.builder;
         let tls = b.tls.as_ref().map(crate::conn::tls_acceptor).transpose()?;
-        let http = Arc::new(crate::conn::HttpSettings {
-            keepalive_interval: b.keepalive_interval,
-            keepalive_timeout: b.keepalive_timeout,
-            max_concurrent_streams: b.max_concurrent_streams,
-        });
+        let http = Arc::new(b.http.clone());
         info!(addr = %local.map_or_else(|| "unknown".to_string(), |a| a.to_string()), tls = tls.is_some(), "serving xDS");
         let connections = TaskTracker::new();
         let closing = CancellationToken::new();

@@ -165,21 +165,20 @@ impl<C> StreamSet<C> {
         }
     }
 
-    /// The connection, until it has ended.
-    pub(crate) fn connection(&mut self) -> Option<Pin<&mut C>> {
-        self.connection.as_mut().map(|c| c.as_mut())
+    /// Calls `act` on the connection, unless it has ended, and has the next poll poll it: a
+    /// call from outside its poll (a shutdown) may give it work without waking it.
+    pub(crate) fn act_on_connection(&mut self, act: impl FnOnce(Pin<&mut C>)) {
+        if let Some(connection) = self.connection.as_mut() {
+            act(connection.as_mut());
+            self.executor.0.state.fetch_or(CONNECTION, Ordering::AcqRel);
+        }
     }
+}
 
-    /// Has the next poll poll the connection, as if it had been woken.
-    pub(crate) fn poll_connection(&self) {
-        self.executor.0.state.fetch_or(CONNECTION, Ordering::AcqRel);
-    }
-
-    /// Moves the futures handed over since the last call into the running set.
-    fn adopt(&mut self) {
-        let handed = std::mem::take(&mut *self.executor.0.handed.lock());
-        self.running.extend(handed);
-    }
+/// Moves the futures handed to `signal`'s connection into its running set.
+fn adopt(signal: &Signal, running: &mut FuturesUnordered<StreamFuture>) {
+    let handed = std::mem::take(&mut *signal.handed.lock());
+    running.extend(handed);
 }
 
 impl<C, E> Future for StreamSet<C>
@@ -190,8 +189,8 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let signal = this.executor.0.clone();
+        let Self { connection, executor, connection_waker, streams_waker, running } = self.get_mut();
+        let signal = &*executor.0;
         signal.task.register(cx.waker());
         let mut woken = signal.state.swap(POLLING, Ordering::AcqRel) & PARTS;
         let mut rounds = 0;
@@ -215,24 +214,23 @@ where
             }
             rounds += 1;
             if woken & CONNECTION != 0 {
-                let mut connection_cx = Context::from_waker(&this.connection_waker);
-                if let Some(Poll::Ready(result)) = this.connection.as_mut().map(|c| c.as_mut().poll(&mut connection_cx))
-                {
+                let mut connection_cx = Context::from_waker(connection_waker);
+                if let Some(Poll::Ready(result)) = connection.as_mut().map(|c| c.as_mut().poll(&mut connection_cx)) {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended");
                     }
-                    this.connection = None;
+                    *connection = None;
                 }
                 // Streams the codec just handed over or woke run in this round.
                 woken |= signal.state.fetch_and(!STREAMS, Ordering::AcqRel) & STREAMS;
             }
             if woken & STREAMS != 0 {
-                this.adopt();
-                let mut streams_cx = Context::from_waker(&this.streams_waker);
-                while let Poll::Ready(Some(())) = this.running.poll_next_unpin(&mut streams_cx) {}
-                this.adopt();
+                adopt(signal, running);
+                let mut streams_cx = Context::from_waker(streams_waker);
+                while let Poll::Ready(Some(())) = running.poll_next_unpin(&mut streams_cx) {}
+                adopt(signal, running);
             }
-            if this.connection.is_none() && this.running.is_empty() && signal.handed.lock().is_empty() {
+            if connection.is_none() && running.is_empty() && signal.handed.lock().is_empty() {
                 signal.state.store(0, Ordering::Release);
                 return Poll::Ready(());
             }
@@ -379,11 +377,8 @@ where
     std::future::poll_fn(|cx| {
         if !shutting_down && closing.as_mut().poll(cx).is_ready() {
             shutting_down = true;
-            if let Some(connection) = set.connection() {
-                connection.graceful_shutdown();
-                // Polled now (GOAWAY, and an end if idle), not at its next wake-up.
-                set.poll_connection();
-            }
+            // GOAWAY, and an end once idle.
+            set.act_on_connection(|connection| connection.graceful_shutdown());
         }
         Pin::new(&mut set).poll(cx)
     })
@@ -531,7 +526,7 @@ mod tests {
         set.connection_waker.wake_by_ref();
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the connection's wake-up reaches the task");
         assert!(Pin::new(&mut set).poll(&mut cx).is_pending(), "the connection ended, a stream has not");
-        assert!(set.connection().is_none());
+        assert!(set.connection.is_none());
         ended.store(true, Ordering::SeqCst);
         stream_waker.lock().take().expect("registered").wake();
         assert_eq!(count.0.load(Ordering::SeqCst), 2, "the stream's wake-up reaches the task");

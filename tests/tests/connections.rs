@@ -4,32 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tokio::sync::oneshot;
+use tonic::transport::{Channel, Endpoint};
 use xds_cache::{Snapshot, SnapshotCache};
 use xds_core::envoy::config::cluster::v3::Cluster;
-use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use xds_core::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use xds_core::type_url::CLUSTER;
 use xds_server::XdsServer;
-use xds_tests::{request, WAIT};
+use xds_tests::{request, AdsClient};
 
-/// An open ADS stream: the sender keeps it open.
-type Open = (mpsc::Sender<DiscoveryRequest>, tonic::Streaming<DiscoveryResponse>);
-
-async fn open_stream(channel: &tonic::transport::Channel) -> Open {
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(request(Some("n1"), CLUSTER, &[], "", "")).await.expect("queued");
-    let mut client = AggregatedDiscoveryServiceClient::new(channel.clone());
-    let mut responses = tokio::time::timeout(WAIT, client.stream_aggregated_resources(ReceiverStream::new(rx)))
-        .await
-        .expect("opened in time")
-        .expect("opened")
-        .into_inner();
-    let first = tokio::time::timeout(WAIT, responses.message()).await.expect("in time").expect("a response");
-    assert!(first.is_some(), "the stream's first response");
-    (tx, responses)
+/// An ADS stream on `channel` that has had its first response.
+async fn open_stream(channel: &Channel) -> AdsClient {
+    let mut stream = AdsClient::on(channel.clone()).await.expect("opened");
+    stream.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+    stream.recv().await;
+    stream
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@
 //! [`Coalescing`] gathers what the codec writes into one buffer and writes it out when the
 //! buffer is full ([`HIGH_WATER`]), when the connection task next reads, or when it shuts down.
 //! A flush is deferred rather than done: the task is woken instead, so the bytes leave in the
-//! next poll, after the task (and every stream task that ran before it) has queued what it had.
+//! next round of the connection task (`crate::conn`), after every stream it runs has queued
+//! what it had.
 //! Each deferral wakes the task, so no byte waits for outside input, and a codec that flushes
 //! again and again without writing or reading in between gets a real write after
 //! [`MAX_IDLE_DEFERRALS`]. Once the socket has refused bytes (a slow reader), flushes write and

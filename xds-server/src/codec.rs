@@ -403,8 +403,11 @@ impl Recycle for DiscoveryRequest {
         }
         if names.len() > used {
             SPARE_NAMES.with_borrow_mut(|spare| {
-                let keep = SPARE_NAMES_PER_THREAD.saturating_sub(spare.len());
-                spare.extend(names.drain(used..).take(keep));
+                let keep = SPARE_NAMES_PER_THREAD.saturating_sub(spare.len()).min(names.len() - used);
+                // Pushed last name first, so that they are popped in the order they were in: the
+                // next request with names (likely the same list: another stream's ACK, another
+                // stream's subscription) finds most of them already in place.
+                spare.extend(names.drain(used..used + keep).rev());
             });
             names.truncate(used);
         }
@@ -493,6 +496,26 @@ mod tests {
         bad.truncate(bad.len() - 2);
         assert!(recycled.decode_into(&mut bad.as_slice()).is_err());
         assert!(recycled.decode_into(&mut &[0x1a, 0x02, 0xff, 0xfe][..]).is_err(), "invalid UTF-8 in a name");
+    }
+
+    #[test]
+    fn names_left_over_by_a_shorter_request_come_back_in_their_order() {
+        // One stream's ACK names every cluster; the used request is next decoded into by another
+        // stream's request without names, then a third stream subscribes to the same clusters.
+        let list: Vec<String> = (0..50).map(|i| format!("cluster-{i}")).collect();
+        let with_names = DiscoveryRequest { resource_names: list.clone(), ..Default::default() }.encode_to_vec();
+        let mut used = DiscoveryRequest::default();
+        used.decode_into(&mut with_names.as_slice()).expect("decodes");
+        let buffers: Vec<*const u8> = used.resource_names.iter().map(|n| n.as_ptr()).collect();
+        used.decode_into(&mut DiscoveryRequest::default().encode_to_vec().as_slice()).expect("decodes");
+        assert!(used.resource_names.is_empty());
+
+        let mut fresh = DiscoveryRequest::default();
+        fresh.decode_into(&mut with_names.as_slice()).expect("decodes");
+        assert_eq!(fresh.resource_names, list);
+        // Each name is found in the very string it was decoded into before: nothing copied.
+        let now: Vec<*const u8> = fresh.resource_names.iter().map(|n| n.as_ptr()).collect();
+        assert_eq!(now, buffers);
     }
 
     #[test]

@@ -80,3 +80,38 @@ async fn shutdown_closes_idle_connections_without_waiting_for_the_drain_timeout(
         .expect("stopped");
     drop(channel);
 }
+
+#[tokio::test]
+async fn the_services_mounted_on_an_applications_own_tonic_server_serve_streams() {
+    use xds_tests::{delta_names, delta_request, resource_names, DeltaClient};
+    // `XdsServer::serve` routes the discovery streams itself; `routes()` hands them to tonic's
+    // router instead, with tonic's bodies: both paths serve the same protocol.
+    let cache = Arc::new(SnapshotCache::new());
+    cache.set_snapshot("n1", Snapshot::builder().resource(&Cluster { name: "c".into(), ..Default::default() }).build());
+    let server = XdsServer::builder().build(cache);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served =
+        tokio::spawn(tonic::transport::Server::builder().add_routes(server.routes()).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+
+    let mut sotw = AdsClient::connect(addr).await.expect("SotW stream opened");
+    sotw.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+    let response = sotw.recv().await;
+    assert_eq!(resource_names(&response), ["c"]);
+    sotw.send(request(None, CLUSTER, &[], &response.version_info, &response.nonce)).await;
+    sotw.expect_silence().await;
+
+    let mut delta = DeltaClient::connect(addr).await.expect("delta stream opened");
+    delta.send(delta_request(Some("n1"), CLUSTER, &["*"], &[], "")).await;
+    assert_eq!(delta_names(&delta.recv().await), ["c"]);
+
+    drop((sotw, delta));
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), served).await.expect("stops").expect("joins").expect("served");
+}

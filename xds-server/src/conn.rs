@@ -23,9 +23,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
-use futures::StreamExt;
+use futures::{StreamExt, TryFutureExt};
+use http_body_util::Either as BodyEither;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -48,6 +50,8 @@ use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
 use crate::io::Coalescing;
+use crate::service::StreamMethod;
+use crate::stream::Shared;
 use crate::{Error, TlsConfig};
 
 /// A stream's future, as the connection task owns it.
@@ -301,17 +305,25 @@ pub(crate) fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// What every connection serves: the discovery streams directly, everything else through
+/// tonic's router.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub shared: Arc<Shared>,
+    pub routes: Routes,
+}
+
 /// Pause after a failure to accept that is not the connection's own (out of file descriptors):
 /// the listener is tried again after it rather than in a busy loop.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Accepts connections on `listener` and serves `routes` on each until `stop` is cancelled, then
+/// Accepts connections on `listener` and serves `services` on each until `stop` is cancelled, then
 /// stops accepting and returns; the connections go on until `closing` is cancelled.
 pub(crate) async fn accept(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     http: Arc<HttpSettings>,
-    routes: Routes,
+    services: Services,
     connections: &TaskTracker,
     closing: &CancellationToken,
     stop: impl Future<Output = ()>,
@@ -334,12 +346,12 @@ pub(crate) async fn accept(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (tls, http, routes, closing) = (tls.clone(), http.clone(), routes.clone(), closing.clone());
+        let (tls, http, services, closing) = (tls.clone(), http.clone(), services.clone(), closing.clone());
         connections.spawn(async move {
             match tls {
-                None => serve(Coalescing::new(tcp), &http, routes, closing).await,
+                None => serve(Coalescing::new(tcp), &http, services, closing).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => serve(Coalescing::new(tls), &http, routes, closing).await,
+                    Ok(Ok(tls)) => serve(Coalescing::new(tls), &http, services, closing).await,
                     Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                     Err(_) => debug!("TLS handshake timed out after {TLS_HANDSHAKE_TIMEOUT:?}"),
                 },
@@ -357,7 +369,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// Serves one connection until it ends (on `closing`, after its streams have ended).
-async fn serve<IO>(io: IO, http: &HttpSettings, routes: Routes, closing: CancellationToken)
+async fn serve<IO>(io: IO, http: &HttpSettings, services: Services, closing: CancellationToken)
 where
     IO: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -365,11 +377,18 @@ where
     let executor = ConnExecutor::default();
     let builder = http.builder(executor.clone());
     let local = executor.clone();
-    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        let mut request = request.map(Body::new);
+    let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(info.clone());
         request.extensions_mut().insert(local.clone());
-        routes.clone().call(request)
+        // The discovery streams are served here, without tonic's router and a box around every
+        // body; everything else (`Fetch*`, REST polling, unknown paths) goes through the router.
+        match StreamMethod::at(request.uri().path()) {
+            Some(method) => Either::Left(std::future::ready(Ok(method.serve(services.shared.clone(), request)))),
+            None => {
+                let routed = services.routes.clone().call(request.map(Body::new));
+                Either::Right(routed.map_ok(|r| r.map(BodyEither::Right)))
+            }
+        }
     });
     let mut set = StreamSet::new(builder.serve_connection(TokioIo::new(io), service), executor);
     let mut closing = std::pin::pin!(closing.cancelled_owned());

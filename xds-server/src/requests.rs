@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::Body as _;
+use http_body::{Body as _, Frame};
+use hyper::body::Incoming;
 use tonic::body::Body;
 use tonic::Status;
 
@@ -20,9 +21,42 @@ use crate::codec::{malformed, Recycle};
 /// The gRPC message prefix: a compression flag and a 4-byte big-endian length.
 const PREFIX: usize = 5;
 
+/// A stream's request body: straight from the connection when `XdsServer::serve` routed the
+/// stream itself, or as tonic's router hands it over (boxed) when the services are mounted on an
+/// application's own server.
+pub(crate) enum RequestBody {
+    /// From hyper, without a box and an error conversion around every frame.
+    Direct(Incoming),
+    /// From tonic's router.
+    Boxed(Body),
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        Self::Direct(body)
+    }
+}
+
+impl From<Body> for RequestBody {
+    fn from(body: Body) -> Self {
+        Self::Boxed(body)
+    }
+}
+
+impl RequestBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        match self {
+            Self::Direct(body) => {
+                Pin::new(body).poll_frame(cx).map(|frame| frame.map(|f| f.map_err(|e| Status::from_error(e.into()))))
+            }
+            Self::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+}
+
 /// The requests of one stream.
 pub(crate) struct Requests<T> {
-    body: Body,
+    body: RequestBody,
     /// Received bytes not yet decoded: the frame being read, or a message being gathered.
     pending: Bytes,
     gathered: BytesMut,
@@ -32,7 +66,7 @@ pub(crate) struct Requests<T> {
 }
 
 impl<T: Recycle> Requests<T> {
-    pub(crate) fn new(body: Body, max_message_size: usize) -> Self {
+    pub(crate) fn new(body: RequestBody, max_message_size: usize) -> Self {
         Self {
             body,
             pending: Bytes::new(),
@@ -124,7 +158,7 @@ impl<T: Recycle> Requests<T> {
                     Err(Status::invalid_argument("malformed request: the stream ended inside a message"))
                 });
             }
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            match ready!(self.body.poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         // `pending` is empty here: `try_decode` gathered what it could not use.
@@ -174,7 +208,7 @@ mod tests {
     }
 
     async fn read_all(chunks: Vec<Vec<u8>>, max: usize) -> (Vec<DiscoveryRequest>, Option<Status>) {
-        let mut requests = Requests::<DiscoveryRequest>::new(body(chunks), max);
+        let mut requests = Requests::<DiscoveryRequest>::new(body(chunks).into(), max);
         let mut out = Vec::new();
         for _ in 0..100 {
             match requests.message().await {

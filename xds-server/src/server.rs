@@ -330,7 +330,8 @@ impl XdsServer {
         info!(addr = %local.map_or_else(|| "unknown".to_string(), |a| a.to_string()), tls = tls.is_some(), "serving xDS");
         let connections = TaskTracker::new();
         let closing = CancellationToken::new();
-        crate::conn::accept(listener, tls, http, self.routes(), &connections, &closing, shutdown).await;
+        let services = crate::conn::Services { shared: self.shared.clone(), routes: self.routes() };
+        crate::conn::accept(listener, tls, http, services, &connections, &closing, shutdown).await;
         // The listener is closed: the kernel refuses new connections while streams drain.
         info!("shutting down: closing every xDS stream");
         let drain = b.drain_timeout;

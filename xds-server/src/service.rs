@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http_body_util::Either;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::metadata::MetadataMap;
@@ -15,9 +16,11 @@ use xds_cache::{DeltaStream, SotwResponse, SotwStream};
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;
 
+use crate::body::ResponseBody;
+use crate::callbacks::Variant;
 use crate::codec::XdsCodec;
 use crate::protocol::Protocol;
-use crate::requests::Requests;
+use crate::requests::{RequestBody, Requests};
 use crate::stream::{self, Shared};
 
 /// One gRPC discovery service: its full name and the type it serves (`None` for ADS).
@@ -43,6 +46,9 @@ macro_rules! kinds {
                 }
             )*
         }
+
+        /// Every discovery service: its gRPC name and the type it serves (`None` for ADS).
+        const SERVICES: &[(&str, Option<&str>)] = &[$(($name, $ty)),*];
     };
 }
 
@@ -128,29 +134,70 @@ impl UnaryService<DiscoveryRequest> for FetchMethod {
 
 /// A streaming method: requests read by [`crate::requests`], responses written by
 /// [`crate::body`] (tonic's decoder and encoder would keep two buffers per stream, and copy every
-/// response into one).
+/// response into one). A refusal is the status to answer with.
 fn serve<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
-    req: http::Request<Body>,
-) -> http::Response<Body> {
+    req: http::Request<impl Into<RequestBody>>,
+) -> Result<http::Response<ResponseBody>, Status> {
     if let Some(encoding) = req.headers().get("grpc-encoding").filter(|e| e.as_bytes() != b"identity") {
-        return Status::unimplemented(format!(
+        return Err(Status::unimplemented(format!(
             "request compression {encoding:?} is not supported by this server; send uncompressed messages"
-        ))
-        .into_http();
+        )));
     }
     let (parts, body) = req.into_parts();
-    let requests = Requests::new(body, shared.config.max_receive_message_size);
+    let requests = Requests::new(body.into(), shared.config.max_receive_message_size);
     let request = Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, requests);
-    match stream::open::<P>(shared, type_url, request) {
-        Ok(body) => {
-            let mut response = http::Response::new(Body::new(body));
-            response
-                .headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
-            response
+    let mut response = http::Response::new(stream::open::<P>(shared, type_url, request)?);
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    Ok(response)
+}
+
+/// A streaming discovery method, found from the request's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamMethod {
+    variant: Variant,
+    /// The type of a per-type service; `None` for ADS.
+    type_url: Option<&'static str>,
+}
+
+impl StreamMethod {
+    /// The streaming method at `path` (`/SERVICE/METHOD`), if it is one: `Stream*` (SotW) or
+    /// `Delta*` of a discovery service, as [`XdsService`] routes them.
+    pub(crate) fn at(path: &str) -> Option<Self> {
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let variant = if method.starts_with("Stream") {
+            Variant::Sotw
+        } else if method.starts_with("Delta") {
+            Variant::Delta
+        } else {
+            return None;
+        };
+        let &(_, type_url) = SERVICES.iter().find(|(name, _)| *name == service)?;
+        Some(Self { variant, type_url })
+    }
+
+    /// Serves the stream of `req`, or answers with the refusal's status.
+    pub(crate) fn serve(
+        self,
+        shared: Arc<Shared>,
+        req: http::Request<impl Into<RequestBody>>,
+    ) -> http::Response<Either<ResponseBody, Body>> {
+        let served = match self.variant {
+            Variant::Sotw => serve::<SotwStream>(shared, self.type_url, req),
+            Variant::Delta => serve::<DeltaStream>(shared, self.type_url, req),
+        };
+        match served {
+            Ok(response) => response.map(Either::Left),
+            Err(status) => status.into_http().map(Either::Right),
         }
+    }
+}
+
+/// A streaming method's response as tonic's router serves it.
+fn boxed(served: Result<http::Response<ResponseBody>, Status>) -> http::Response<Body> {
+    match served {
+        Ok(response) => response.map(Body::new),
         Err(status) => status.into_http(),
     }
 }
@@ -169,10 +216,10 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
         let shared = self.shared.clone();
         Box::pin(async move {
             if method.starts_with("Stream") {
-                return Ok(serve::<SotwStream>(shared, K::TYPE_URL, req));
+                return Ok(boxed(serve::<SotwStream>(shared, K::TYPE_URL, req)));
             }
             if method.starts_with("Delta") {
-                return Ok(serve::<DeltaStream>(shared, K::TYPE_URL, req));
+                return Ok(boxed(serve::<DeltaStream>(shared, K::TYPE_URL, req)));
             }
             if let (true, Some(type_url)) = (method.starts_with("Fetch"), K::TYPE_URL) {
                 let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();
@@ -182,5 +229,42 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
             }
             Ok(Status::unimplemented(format!("{}/{method}: no such method", K::NAME)).into_http())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_methods_are_found_by_path_and_nothing_else_is() {
+        let at = |path: &str| StreamMethod::at(path).map(|m| (m.variant, m.type_url));
+        assert_eq!(
+            at("/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"),
+            Some((Variant::Sotw, None))
+        );
+        assert_eq!(
+            at("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"),
+            Some((Variant::Delta, None))
+        );
+        assert_eq!(
+            at("/envoy.service.cluster.v3.ClusterDiscoveryService/DeltaClusters"),
+            Some((Variant::Delta, Some(type_url::CLUSTER)))
+        );
+        assert_eq!(
+            at("/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"),
+            Some((Variant::Sotw, Some(type_url::SECRET)))
+        );
+        // Unary methods, REST polling, other services and malformed paths go to the router.
+        for path in [
+            "/envoy.service.cluster.v3.ClusterDiscoveryService/FetchClusters",
+            "/v3/discovery:clusters",
+            "/grpc.health.v1.Health/Watch",
+            "/envoy.service.cluster.v3.ClusterDiscoveryService",
+            "envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters",
+            "",
+        ] {
+            assert_eq!(at(path), None, "{path}");
+        }
     }
 }

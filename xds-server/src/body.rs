@@ -3,7 +3,8 @@
 //!
 //! tonic's encoder copies every message into a buffer the stream keeps for its lifetime, grown to
 //! the largest response it ever sent: with thousands of mostly idle streams that buffer was most
-//! of a stream's memory. Here a response becomes at most two chunks handed to HTTP/2 as they are:
+//! of a stream's memory. Here a response is two pieces handed to HTTP/2 as they are, in one
+//! chunk ([`Data`], one DATA write for hyper and h2 per response):
 //!
 //! - the *head*: the 5-byte gRPC message prefix and the nonce field, a few dozen bytes of the
 //!   stream's own;
@@ -14,8 +15,8 @@
 //!   streams sent the same update share one allocation; HTTP/2 writes it to each socket from
 //!   that allocation, without a copy.
 //!
-//! Small responses (under [`MIN_SHARED`] bytes) are written into one chunk of their own: sharing
-//! them would cost more than it saves.
+//! Small responses (under [`MIN_SHARED`] bytes) are written into the head: sharing them would
+//! cost more than it saves.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -23,7 +24,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::buf::Chain;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::Frame;
 use parking_lot::Mutex;
@@ -50,6 +52,10 @@ const SEEN_ONCE: usize = 64;
 fn hasher() -> impl Hasher {
     foldhash::fast::FixedState::with_seed(0).build_hasher()
 }
+
+/// A response's bytes as HTTP/2 sends them: the head, then the shared part (empty when the head
+/// holds the whole response).
+pub(crate) type Data = Chain<Bytes, Bytes>;
 
 /// One response, ready for HTTP/2.
 #[derive(Debug)]
@@ -262,7 +268,7 @@ pub(crate) struct Outbox {
 /// A stream's outbox and the HTTP body that sends what is put into it.
 pub(crate) fn outbox() -> (Outbox, ResponseBody) {
     let slot = Arc::new(Mutex::new(Slot::default()));
-    (Outbox { slot: slot.clone() }, ResponseBody { slot, next: None, done: false })
+    (Outbox { slot: slot.clone() }, ResponseBody { slot, done: false })
 }
 
 impl Outbox {
@@ -313,7 +319,6 @@ impl Drop for Outbox {
 /// with the stream's gRPC status.
 pub(crate) struct ResponseBody {
     slot: Arc<Mutex<Slot>>,
-    next: Option<Bytes>,
     done: bool,
 }
 
@@ -343,14 +348,11 @@ fn trailers(status: &Status) -> HeaderMap {
 }
 
 impl http_body::Body for ResponseBody {
-    type Data = Bytes;
+    type Data = Data;
     type Error = Status;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Data>, Status>>> {
         let this = &mut *self;
-        if let Some(chunk) = this.next.take() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -370,8 +372,7 @@ impl http_body::Body for ResponseBody {
         }
         let status = match item {
             Some(Ok(frames)) => {
-                this.next = frames.shared;
-                return Poll::Ready(Some(Ok(Frame::data(frames.head))));
+                return Poll::Ready(Some(Ok(Frame::data(frames.head.chain(frames.shared.unwrap_or_default())))));
             }
             Some(Err(status)) => status,
             // The stream task ended without an error.
@@ -382,7 +383,83 @@ impl http_body::Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.next.is_none()
+        self.done
+    }
+}
+
+/// A [`ResponseBody`] with each response in two chunks (`Bytes`), the body type tonic's router
+/// takes.
+pub(crate) struct InPieces {
+    body: ResponseBody,
+    next: Bytes,
+}
+
+impl InPieces {
+    pub(crate) fn new(body: ResponseBody) -> Self {
+        Self { body, next: Bytes::new() }
+    }
+}
+
+impl http_body::Body for InPieces {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if !this.next.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.next)))));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        Poll::Ready(frame.map(|frame| {
+            frame.map(|frame| {
+                frame.map_data(|data| {
+                    let (head, shared) = data.into_inner();
+                    this.next = shared;
+                    head
+                })
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next.is_empty() && self.body.is_end_stream()
+    }
+}
+
+/// The body of a response on a connection of `XdsServer::serve`: a discovery stream's, or what
+/// tonic's router answered (`Fetch*`, REST polling, errors).
+pub(crate) enum ServedBody {
+    /// A discovery stream.
+    Stream(ResponseBody),
+    /// From tonic's router.
+    Routed(tonic::body::Body),
+}
+
+impl http_body::Body for ServedBody {
+    type Data = Data;
+    type Error = Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Data>, Status>>> {
+        match self.get_mut() {
+            Self::Stream(body) => Pin::new(body).poll_frame(cx),
+            Self::Routed(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map(|frame| frame.map_data(|data| data.chain(Bytes::new()))))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream(body) => body.is_end_stream(),
+            Self::Routed(body) => http_body::Body::is_end_stream(body),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Stream(body) => body.size_hint(),
+            Self::Routed(body) => http_body::Body::size_hint(body),
+        }
     }
 }
 
@@ -591,7 +668,7 @@ mod tests {
             let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await else { break };
             let frame = frame.expect("no error");
             match frame.into_data() {
-                Ok(chunk) => data.extend_from_slice(&chunk),
+                Ok(mut chunk) => data.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining())),
                 Err(frame) => trailers = frame.into_trailers().ok(),
             }
         }
@@ -600,6 +677,44 @@ mod tests {
         assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]));
         assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"going%20away"[..]));
         assert!(body.is_end_stream());
+    }
+
+    /// The data frames `body` yields until its trailers.
+    async fn data_frames<B: http_body::Body<Error = Status> + Unpin>(mut body: B) -> Vec<B::Data> {
+        let mut data = Vec::new();
+        for _ in 0..10 {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            match frame.expect("trailers end the body").expect("no error").into_data() {
+                Ok(chunk) => data.push(chunk),
+                Err(_) => return data,
+            }
+        }
+        panic!("no trailers");
+    }
+
+    #[tokio::test]
+    async fn a_response_is_one_chunk_and_in_two_pieces_for_tonics_router() {
+        let resources: Vec<_> = (0..20).map(|i| cla(&format!("c{i}"), 1000 * i)).collect();
+        let cache = BodyCache::default();
+        let send = |frames: Frames| {
+            let (task, body) = outbox();
+            task.send(Ok(frames));
+            body
+        };
+
+        let (frames, _) = encode(&response(resources.clone(), "1"), &cache).expect("encodes");
+        let (expected, shared) = (message(&frames), frames.shared.clone().expect("shared"));
+        let chunks = data_frames(send(frames)).await;
+        assert_eq!(chunks.len(), 1, "one chunk per response for HTTP/2");
+        let (head, body) = chunks.into_iter().next().expect("one").into_inner();
+        assert_eq!(body.as_ptr(), shared.as_ptr(), "the shared part as it is, not a copy");
+        assert_eq!([head.to_vec(), body.to_vec()].concat(), expected);
+
+        let (frames, _) = encode(&response(resources, "2"), &cache).expect("encodes");
+        let expected = message(&frames);
+        let pieces = data_frames(InPieces::new(send(frames))).await;
+        assert_eq!(pieces.len(), 2, "head and shared part");
+        assert_eq!(pieces.concat(), expected);
     }
 
     #[tokio::test]

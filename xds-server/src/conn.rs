@@ -27,7 +27,6 @@ use futures::future::Either;
 use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
 use futures::{StreamExt, TryFutureExt};
-use http_body_util::Either as BodyEither;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -49,6 +48,7 @@ use tonic::service::Routes;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
+use crate::body::ServedBody;
 use crate::io::Coalescing;
 use crate::service::StreamMethod;
 use crate::stream::Shared;
@@ -386,7 +386,7 @@ where
             Some(method) => Either::Left(std::future::ready(Ok(method.serve(services.shared.clone(), request)))),
             None => {
                 let routed = services.routes.clone().call(request.map(Body::new));
-                Either::Right(routed.map_ok(|r| r.map(BodyEither::Right)))
+                Either::Right(routed.map_ok(|r| r.map(ServedBody::Routed)))
             }
         }
     });

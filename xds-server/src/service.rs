@@ -6,7 +6,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http_body_util::Either;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::metadata::MetadataMap;
@@ -16,7 +15,7 @@ use xds_cache::{DeltaStream, SotwResponse, SotwStream};
 use xds_core::envoy::service::discovery::v3::DiscoveryRequest;
 use xds_core::type_url;
 
-use crate::body::ResponseBody;
+use crate::body::{InPieces, ResponseBody, ServedBody};
 use crate::callbacks::Variant;
 use crate::codec::XdsCodec;
 use crate::protocol::Protocol;
@@ -182,14 +181,14 @@ impl StreamMethod {
         self,
         shared: Arc<Shared>,
         req: http::Request<impl Into<RequestBody>>,
-    ) -> http::Response<Either<ResponseBody, Body>> {
+    ) -> http::Response<ServedBody> {
         let served = match self.variant {
             Variant::Sotw => serve::<SotwStream>(shared, self.type_url, req),
             Variant::Delta => serve::<DeltaStream>(shared, self.type_url, req),
         };
         match served {
-            Ok(response) => response.map(Either::Left),
-            Err(status) => status.into_http().map(Either::Right),
+            Ok(response) => response.map(ServedBody::Stream),
+            Err(status) => status.into_http().map(ServedBody::Routed),
         }
     }
 }
@@ -197,7 +196,7 @@ impl StreamMethod {
 /// A streaming method's response as tonic's router serves it.
 fn boxed(served: Result<http::Response<ResponseBody>, Status>) -> http::Response<Body> {
     match served {
-        Ok(response) => response.map(Body::new),
+        Ok(response) => response.map(|body| Body::new(InPieces::new(body))),
         Err(status) => status.into_http(),
     }
 }

@@ -162,9 +162,15 @@ pub(crate) struct StreamMethod {
 
 impl StreamMethod {
     /// The streaming method at `path` (`/SERVICE/METHOD`), if it is one: `Stream*` (SotW) or
-    /// `Delta*` of a discovery service, as [`XdsService`] routes them.
+    /// `Delta*` of a discovery service.
     pub(crate) fn at(path: &str) -> Option<Self> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let &(_, type_url) = SERVICES.iter().find(|(name, _)| *name == service)?;
+        Self::named(type_url, method)
+    }
+
+    /// The method `method` of the service of `type_url` (`None`: ADS), if it is a stream.
+    fn named(type_url: Option<&'static str>, method: &str) -> Option<Self> {
         let variant = if method.starts_with("Stream") {
             Variant::Sotw
         } else if method.starts_with("Delta") {
@@ -172,8 +178,18 @@ impl StreamMethod {
         } else {
             return None;
         };
-        let &(_, type_url) = SERVICES.iter().find(|(name, _)| *name == service)?;
         Some(Self { variant, type_url })
+    }
+
+    fn open(
+        self,
+        shared: Arc<Shared>,
+        req: http::Request<impl Into<RequestBody>>,
+    ) -> Result<http::Response<ResponseBody>, Status> {
+        match self.variant {
+            Variant::Sotw => serve::<SotwStream>(shared, self.type_url, req),
+            Variant::Delta => serve::<DeltaStream>(shared, self.type_url, req),
+        }
     }
 
     /// Serves the stream of `req`, or answers with the refusal's status.
@@ -182,11 +198,7 @@ impl StreamMethod {
         shared: Arc<Shared>,
         req: http::Request<impl Into<RequestBody>>,
     ) -> http::Response<ServedBody> {
-        let served = match self.variant {
-            Variant::Sotw => serve::<SotwStream>(shared, self.type_url, req),
-            Variant::Delta => serve::<DeltaStream>(shared, self.type_url, req),
-        };
-        match served {
+        match self.open(shared, req) {
             Ok(response) => response.map(ServedBody::Stream),
             Err(status) => status.into_http().map(ServedBody::Routed),
         }
@@ -214,11 +226,8 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
         let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
         let shared = self.shared.clone();
         Box::pin(async move {
-            if method.starts_with("Stream") {
-                return Ok(boxed(serve::<SotwStream>(shared, K::TYPE_URL, req)));
-            }
-            if method.starts_with("Delta") {
-                return Ok(boxed(serve::<DeltaStream>(shared, K::TYPE_URL, req)));
+            if let Some(stream) = StreamMethod::named(K::TYPE_URL, &method) {
+                return Ok(boxed(stream.open(shared, req)));
             }
             if let (true, Some(type_url)) = (method.starts_with("Fetch"), K::TYPE_URL) {
                 let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();

@@ -233,7 +233,7 @@ impl SnapshotCache {
 #[async_trait]
 impl ResourceSource for SnapshotCache {
     async fn watch(&self, node: &Node, type_url: &str) -> Result<ResourceWatch, xds_core::Error> {
-        self.watch_group(&self.group_of(node), type_url)
+        self.watch_group(&self.grouper.group_key(node), type_url)
     }
 }
 

@@ -282,7 +282,7 @@ impl DeltaStream {
             }
             state.dirty = !deferred.is_empty();
             let latest = state.latest.clone()?;
-            let nonce: Arc<str> = self.next_nonce.to_string().into();
+            let nonce = crate::ack::nonce(self.next_nonce);
             self.next_nonce += 1;
             state.base = Some(latest.clone());
             state.pending.clear();

@@ -368,7 +368,7 @@ impl SotwStream {
                 continue;
             };
             let set = set.clone();
-            let nonce: Arc<str> = self.next_nonce.to_string().into();
+            let nonce = crate::ack::nonce(self.next_nonce);
             self.next_nonce += 1;
             state.sent = Some(Sent { set: set.clone(), resources: resources.clone(), wildcard: state.wildcard });
             state.narrowed = false;

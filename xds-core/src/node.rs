@@ -4,12 +4,21 @@
 //! client of a tenant). A [`NodeGrouper`] maps a `Node` to the key its configuration is stored
 //! under; sources keep one set per group, not per node.
 
+use std::borrow::Cow;
+
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 /// Maps a client's `Node` to the group key its configuration is stored under.
 pub trait NodeGrouper: Send + Sync + 'static {
     /// The group key for this node.
     fn group(&self, node: &Node) -> String;
+
+    /// The group key for this node, borrowed from the node or the grouper where it can be: a
+    /// source looks the group up for every type every stream watches. Defaults to
+    /// [`group`](Self::group); the same key.
+    fn group_key<'a>(&'a self, node: &'a Node) -> Cow<'a, str> {
+        Cow::Owned(self.group(node))
+    }
 }
 
 impl<F> NodeGrouper for F
@@ -29,6 +38,10 @@ impl NodeGrouper for ByNodeId {
     fn group(&self, node: &Node) -> String {
         node.id.clone()
     }
+
+    fn group_key<'a>(&'a self, node: &'a Node) -> Cow<'a, str> {
+        Cow::Borrowed(&node.id)
+    }
 }
 
 /// Groups by `node.cluster` (Envoy's `--service-cluster`).
@@ -38,6 +51,10 @@ pub struct ByCluster;
 impl NodeGrouper for ByCluster {
     fn group(&self, node: &Node) -> String {
         node.cluster.clone()
+    }
+
+    fn group_key<'a>(&'a self, node: &'a Node) -> Cow<'a, str> {
+        Cow::Borrowed(&node.cluster)
     }
 }
 
@@ -52,15 +69,20 @@ pub struct ByMetadata {
 
 impl NodeGrouper for ByMetadata {
     fn group(&self, node: &Node) -> String {
+        self.group_key(node).into_owned()
+    }
+
+    fn group_key<'a>(&'a self, node: &'a Node) -> Cow<'a, str> {
         use envoy_types::pb::google::protobuf::value::Kind;
         node.metadata
             .as_ref()
             .and_then(|m| m.fields.get(&self.key))
             .and_then(|v| match &v.kind {
-                Some(Kind::StringValue(s)) => Some(s.clone()),
+                Some(Kind::StringValue(s)) => Some(s.as_str()),
                 _ => None,
             })
-            .unwrap_or_else(|| self.fallback.clone())
+            .unwrap_or(&self.fallback)
+            .into()
     }
 }
 
@@ -71,6 +93,10 @@ pub struct SingleGroup(pub String);
 impl NodeGrouper for SingleGroup {
     fn group(&self, _node: &Node) -> String {
         self.0.clone()
+    }
+
+    fn group_key<'a>(&'a self, _node: &'a Node) -> Cow<'a, str> {
+        Cow::Borrowed(&self.0)
     }
 }
 
@@ -99,5 +125,26 @@ mod tests {
         assert_eq!(SingleGroup("all".into()).group(&node), "all");
         let f = |n: &Node| format!("{}/{}", n.cluster, n.id);
         assert_eq!(f.group(&node), "c1/n1");
+    }
+
+    #[test]
+    fn every_grouper_keys_a_node_as_it_groups_it_and_the_standard_ones_without_a_copy() {
+        let plain = Node { id: "n1".into(), cluster: "c1".into(), ..Default::default() };
+        let mut tagged = plain.clone();
+        tagged.metadata = Some(Struct {
+            fields: [("tenant".to_string(), Value { kind: Some(Kind::StringValue("t9".into())) })].into(),
+        });
+        let by_meta = ByMetadata { key: "tenant".into(), fallback: "default".into() };
+        let single = SingleGroup("all".into());
+        let f = |n: &Node| format!("{}/{}", n.cluster, n.id);
+        let groupers: [&dyn NodeGrouper; 5] = [&ByNodeId, &ByCluster, &by_meta, &single, &f];
+        for (i, grouper) in groupers.into_iter().enumerate() {
+            for node in [&plain, &tagged] {
+                let key = grouper.group_key(node);
+                assert_eq!(key, grouper.group(node), "grouper {i}");
+                // Only the closure has to build its key.
+                assert_eq!(matches!(key, Cow::Borrowed(_)), i < 4, "grouper {i}");
+            }
+        }
     }
 }

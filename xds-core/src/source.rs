@@ -1,5 +1,7 @@
 //! The [`ResourceSource`] trait: the one seam between a registry and the transport.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -78,9 +80,20 @@ pub trait ResourceSource: Send + Sync + 'static {
     async fn watch(&self, node: &Node, type_url: &str) -> Result<ResourceWatch, Error>;
 }
 
-#[async_trait]
+/// Hands the source's own future on, instead of boxing a second one around it (`async_trait`
+/// would): a watch is made for every type every stream subscribes to.
 impl<S: ResourceSource + ?Sized> ResourceSource for Arc<S> {
-    async fn watch(&self, node: &Node, type_url: &str) -> Result<ResourceWatch, Error> {
-        (**self).watch(node, type_url).await
+    fn watch<'s, 'n, 't, 'f>(
+        &'s self,
+        node: &'n Node,
+        type_url: &'t str,
+    ) -> Pin<Box<dyn Future<Output = Result<ResourceWatch, Error>> + Send + 'f>>
+    where
+        's: 'f,
+        'n: 'f,
+        't: 'f,
+        Self: 'f,
+    {
+        (**self).watch(node, type_url)
     }
 }

@@ -42,6 +42,8 @@ pub(crate) trait Protocol: Send + 'static {
     fn describe(req: &Self::Request) -> (String, &str, String);
     /// What the callbacks and logs say about a response of `bytes` bytes on the wire.
     fn response_info(resp: &Self::Response, bytes: usize) -> ResponseInfo<'_>;
+    /// The response's version, as the response holds it (for the `/clients` status).
+    fn response_version(resp: &Self::Response) -> &Arc<str>;
     /// Names in a response, for logs.
     fn response_names(resp: &Self::Response) -> String;
 }
@@ -100,6 +102,9 @@ impl Protocol for SotwStream {
             removed: 0,
             bytes,
         }
+    }
+    fn response_version(r: &SotwResponse) -> &Arc<str> {
+        &r.version
     }
     fn response_names(r: &SotwResponse) -> String {
         names_for_log(r.resources.iter().map(|x| x.name()))
@@ -166,6 +171,9 @@ impl Protocol for DeltaStream {
             removed: r.removed.len(),
             bytes,
         }
+    }
+    fn response_version(r: &DeltaResponse) -> &Arc<str> {
+        &r.system_version
     }
     fn response_names(r: &DeltaResponse) -> String {
         format!(

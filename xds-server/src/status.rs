@@ -19,17 +19,6 @@ fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Sets `slot` to `value`, reusing its allocation.
-fn set_str(slot: &mut Option<String>, value: &str) {
-    match slot {
-        Some(s) => {
-            s.clear();
-            s.push_str(value);
-        }
-        None => *slot = Some(value.to_string()),
-    }
-}
-
 /// The last NACK of a type.
 #[derive(Debug, Clone, Serialize)]
 pub struct NackStatus {
@@ -99,9 +88,21 @@ pub struct ClientStatus {
 struct Live {
     /// Everything but the types (its `types` stay empty).
     stream: StreamStatus,
-    /// Per type URL (the standard ones shared, [`type_url::shared`]), the type's status without
-    /// its short name.
-    types: Vec<(Arc<str>, TypeStatus)>,
+    /// Per type URL (the standard ones shared, [`type_url::shared`]).
+    types: Vec<(Arc<str>, LiveType)>,
+}
+
+/// A type's [`TypeStatus`] as the stream task updates it: the versions are the responses' own
+/// strings (and the ACKed one the sent one's, when they are equal), not copies.
+#[derive(Debug, Default)]
+struct LiveType {
+    last_sent_version: Option<Arc<str>>,
+    last_sent_at: Option<f64>,
+    last_acked_version: Option<Arc<str>>,
+    last_acked_at: Option<f64>,
+    last_nack: Option<NackStatus>,
+    responses: u64,
+    bytes: u64,
 }
 
 impl Live {
@@ -111,9 +112,17 @@ impl Live {
         status.types = self
             .types
             .iter()
-            .map(|(t, ts)| {
-                let mut ts = ts.clone();
-                ts.r#type = type_url::short_name(t).to_string();
+            .map(|(t, live)| {
+                let ts = TypeStatus {
+                    r#type: type_url::short_name(t).to_string(),
+                    last_sent_version: live.last_sent_version.as_deref().map(str::to_string),
+                    last_sent_at: live.last_sent_at,
+                    last_acked_version: live.last_acked_version.as_deref().map(str::to_string),
+                    last_acked_at: live.last_acked_at,
+                    last_nack: live.last_nack.clone(),
+                    responses: live.responses,
+                    bytes: live.bytes,
+                };
                 (t.to_string(), ts)
             })
             .collect();
@@ -191,12 +200,12 @@ impl StreamHandle {
 
     /// Runs `f` on the status of type `t`; allocates only the first time, and then only for a
     /// type outside the table (it runs per request and response).
-    fn with_type(&self, t: &str, f: impl FnOnce(&mut TypeStatus)) {
+    fn with_type(&self, t: &str, f: impl FnOnce(&mut LiveType)) {
         let mut s = self.status.lock();
         let i = match s.types.iter().position(|(known, _)| &**known == t) {
             Some(i) => i,
             None => {
-                s.types.push((type_url::shared(t), TypeStatus::default()));
+                s.types.push((type_url::shared(t), LiveType::default()));
                 s.types.len() - 1
             }
         };
@@ -209,9 +218,9 @@ impl StreamHandle {
         s.stream.node_cluster = cluster.to_string();
     }
 
-    pub(crate) fn sent(&self, t: &str, version: &str, bytes: usize) {
+    pub(crate) fn sent(&self, t: &str, version: &Arc<str>, bytes: usize) {
         self.with_type(t, |ts| {
-            set_str(&mut ts.last_sent_version, version);
+            ts.last_sent_version = Some(version.clone());
             ts.last_sent_at = Some(unix_seconds(SystemTime::now()));
             ts.responses += 1;
             ts.bytes += bytes as u64;
@@ -220,7 +229,10 @@ impl StreamHandle {
 
     pub(crate) fn acked(&self, t: &str, version: &str) {
         self.with_type(t, |ts| {
-            set_str(&mut ts.last_acked_version, version);
+            ts.last_acked_version = match &ts.last_sent_version {
+                Some(sent) if **sent == *version => Some(sent.clone()),
+                _ => Some(version.into()),
+            };
             ts.last_acked_at = Some(unix_seconds(SystemTime::now()));
             ts.last_nack = None;
         });
@@ -247,10 +259,17 @@ mod tests {
         let handle = registry.open(StreamHandle::new_status(7, "127.0.0.1:1".into(), vec![], "sotw", "ADS"));
         handle.set_node("n1", "c1");
         let custom = "type.googleapis.com/example.Custom";
-        handle.sent(type_url::CLUSTER, "v1", 10);
-        handle.sent(custom, "c1", 5);
+        handle.sent(type_url::CLUSTER, &"v1".into(), 10);
+        handle.sent(custom, &"c1".into(), 5);
         handle.acked(type_url::CLUSTER, "v1");
-        handle.sent(type_url::CLUSTER, "v2", 20);
+        {
+            // The ACKed version is the sent one's string, not a copy.
+            let live = handle.status.lock();
+            let cds = &live.types[0].1;
+            let (sent, acked) = (cds.last_sent_version.as_ref(), cds.last_acked_version.as_ref());
+            assert!(Arc::ptr_eq(sent.expect("sent"), acked.expect("acked")));
+        }
+        handle.sent(type_url::CLUSTER, &"v2".into(), 20);
         handle.nacked(type_url::CLUSTER, "v2", "bad");
         let clients = registry.clients();
         assert_eq!(clients.len(), 1);

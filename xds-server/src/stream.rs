@@ -299,7 +299,7 @@ fn on_response<P: Protocol>(shared: &Shared, ctx: &mut Ctx, r: &P::Response, byt
         bytes = ri.bytes,
         "response"
     );
-    ctx.status.sent(ri.type_url, ri.version, ri.bytes);
+    ctx.status.sent(ri.type_url, P::response_version(r), ri.bytes);
     if let Some(m) = &shared.metrics {
         let label = Metrics::type_label(ri.type_url);
         m.responses.get_or_create(&label).inc();

@@ -16,14 +16,13 @@
 //! check would then not renew.)
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::task::AtomicWaker;
-use tokio_stream::wrappers::WatchStream;
-use tokio_stream::Stream;
+use tokio::sync::watch::error::RecvError;
+use tokio_util::sync::ReusableBoxFuture;
 use xds_core::{ResourceSet, ResourceWatch};
 
 /// What a watch yields: the type and its latest resources.
@@ -41,13 +40,53 @@ pub(crate) struct Watches {
 
 struct Entry {
     type_url: Arc<str>,
-    stream: WatchStream<Option<Arc<ResourceSet>>>,
+    stream: Follow,
     mark: Arc<Mark>,
     /// `mark` as a waker, made once.
     waker: Waker,
 }
 
 /// Set when a watch's registration fired or its next change is not registered yet.
+/// A watch's values: the current one first, then one per change, until the source drops its
+/// sender. (tokio-stream's `WatchStream` does the same with two boxed futures per watch, a first
+/// one and then the one it reuses; here the first value needs none.)
+enum Follow {
+    First(ResourceWatch),
+    Changes(ReusableBoxFuture<'static, (Result<(), RecvError>, ResourceWatch)>),
+    Ended,
+}
+
+async fn changed(mut watch: ResourceWatch) -> (Result<(), RecvError>, ResourceWatch) {
+    let changed = watch.changed().await;
+    (changed, watch)
+}
+
+impl Follow {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<Arc<ResourceSet>>>> {
+        match std::mem::replace(self, Self::Ended) {
+            Self::First(mut watch) => {
+                let value = watch.borrow_and_update().clone();
+                *self = Self::Changes(ReusableBoxFuture::new(changed(watch)));
+                Poll::Ready(Some(value))
+            }
+            Self::Changes(mut next) => match next.poll(cx) {
+                Poll::Ready((Ok(()), mut watch)) => {
+                    let value = watch.borrow_and_update().clone();
+                    next.set(changed(watch));
+                    *self = Self::Changes(next);
+                    Poll::Ready(Some(value))
+                }
+                Poll::Ready((Err(_), _)) => Poll::Ready(None),
+                Poll::Pending => {
+                    *self = Self::Changes(next);
+                    Poll::Pending
+                }
+            },
+            Self::Ended => Poll::Ready(None),
+        }
+    }
+}
+
 struct Mark {
     due: AtomicBool,
     task: Arc<AtomicWaker>,
@@ -71,7 +110,7 @@ impl Watches {
     pub(crate) fn insert(&mut self, type_url: Arc<str>, watch: ResourceWatch) {
         let mark = Arc::new(Mark { due: AtomicBool::new(true), task: self.task.clone() });
         let waker = Waker::from(mark.clone());
-        let entry = Entry { type_url, stream: WatchStream::new(watch), mark, waker };
+        let entry = Entry { type_url, stream: Follow::First(watch), mark, waker };
         match self.entries.iter_mut().find(|e| e.type_url == entry.type_url) {
             Some(old) => *old = entry,
             None => self.entries.push(entry),
@@ -102,7 +141,7 @@ impl Watches {
             }
             // Polled with the watch's own waker: its registration marks it. The task's budget
             // applies as usual: a watch that yields to it wakes (and so marks) itself.
-            match Pin::new(&mut entry.stream).poll_next(&mut Context::from_waker(&entry.waker)) {
+            match entry.stream.poll_next(&mut Context::from_waker(&entry.waker)) {
                 Poll::Ready(Some(resources)) => {
                     // The next change is not registered until the watch is polled again.
                     entry.mark.due.store(true, Ordering::Relaxed);

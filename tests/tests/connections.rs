@@ -12,6 +12,16 @@ use xds_core::type_url::CLUSTER;
 use xds_server::XdsServer;
 use xds_tests::{request, AdsClient};
 
+/// `clients` holds `streams` streams, each from a loopback client address.
+fn assert_client_peers(clients: &xds_server::ClientRegistry, streams: usize) {
+    let peers: Vec<String> = clients.clients().into_iter().flat_map(|c| c.streams).map(|s| s.peer).collect();
+    assert_eq!(peers.len(), streams, "{peers:?}");
+    for peer in peers {
+        let addr: std::net::SocketAddr = peer.parse().expect("the client's address");
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    }
+}
+
 /// An ADS stream on `channel` that has had its first response.
 async fn open_stream(channel: &Channel) -> AdsClient {
     let mut stream = AdsClient::on(channel.clone()).await.expect("opened");
@@ -33,17 +43,21 @@ async fn the_streams_of_a_connection_are_not_tasks_of_their_own() {
     };
     let addr = listener.local_addr().expect("bound");
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = server_rt.spawn(XdsServer::builder().build(cache).serve_with_listener(listener, async move {
+    let server = XdsServer::builder().build(cache);
+    let clients = server.clients();
+    let served = server_rt.spawn(server.serve_with_listener(listener, async move {
         let _ = stopped.await;
     }));
 
     let channel = Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
     let mut streams = vec![open_stream(&channel).await];
+    assert_client_peers(&clients, 1);
     let with_one = server_rt.metrics().num_alive_tasks();
     for _ in 0..24 {
         streams.push(open_stream(&channel).await);
     }
     let with_many = server_rt.metrics().num_alive_tasks();
+    assert_client_peers(&clients, 25);
     assert_eq!(
         with_many, with_one,
         "25 streams on one connection take as many tasks as one ({with_one}: the server and the connection)"
@@ -89,6 +103,7 @@ async fn the_services_mounted_on_an_applications_own_tonic_server_serve_streams(
     let cache = Arc::new(SnapshotCache::new());
     cache.set_snapshot("n1", Snapshot::builder().resource(&Cluster { name: "c".into(), ..Default::default() }).build());
     let server = XdsServer::builder().build(cache);
+    let clients = server.clients();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("bound");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -110,6 +125,7 @@ async fn the_services_mounted_on_an_applications_own_tonic_server_serve_streams(
     let mut delta = DeltaClient::connect(addr).await.expect("delta stream opened");
     delta.send(delta_request(Some("n1"), CLUSTER, &["*"], &[], "")).await;
     assert_eq!(delta_names(&delta.recv().await), ["c"]);
+    assert_client_peers(&clients, 2);
 
     drop((sotw, delta));
     let _ = stop.send(());

@@ -11,8 +11,8 @@
 //! connections, and a tenth off each update (`benches/README.md`, "One task per connection").
 //!
 //! Here a connection's streams are futures owned by the connection's task ([`StreamSet`]):
-//! hyper hands them over through [`ConnExecutor`], and this crate's stream futures find the
-//! same executor in their request's extensions. A wake-up of any of them wakes the one
+//! hyper hands them over through [`ConnExecutor`], and this crate's stream futures are handed
+//! the same executor with the connection's [`Peer`]. A wake-up of any of them wakes the one
 //! connection task, which polls the codec and whichever streams were woken, on one thread,
 //! while other connections run on the other threads.
 
@@ -51,7 +51,7 @@ use tracing::{debug, warn};
 use crate::body::ServedBody;
 use crate::io::Coalescing;
 use crate::service::StreamMethod;
-use crate::stream::Shared;
+use crate::stream::{Peer, Shared};
 use crate::{Error, TlsConfig};
 
 /// A stream's future, as the connection task owns it.
@@ -112,7 +112,7 @@ impl Wake for PartWaker {
 }
 
 /// Runs futures on the task of one connection (hyper's executor for its HTTP/2 streams, and
-/// found in every request's extensions by the streams of this crate).
+/// the one this crate's streams are spawned with, from the connection's [`Peer`]).
 #[derive(Clone, Default)]
 pub(crate) struct ConnExecutor(Arc<Signal>);
 
@@ -376,15 +376,19 @@ where
     let info = io.connect_info();
     let executor = ConnExecutor::default();
     let builder = http.builder(executor.clone());
-    let local = executor.clone();
+    // Who the client is (address, certificate identities) is read once for the connection's
+    // streams, not per stream.
+    let mut extensions = http::Extensions::new();
+    extensions.insert(info.clone());
+    extensions.insert(executor.clone());
+    let peer = Peer::of(&tonic::Request::from_parts(tonic::metadata::MetadataMap::new(), extensions, ()));
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(info.clone());
-        request.extensions_mut().insert(local.clone());
         // The discovery streams are served here, without tonic's router and a box around every
         // body; everything else (`Fetch*`, REST polling, unknown paths) goes through the router.
         match StreamMethod::at(request.uri().path()) {
-            Some(method) => Either::Left(std::future::ready(Ok(method.serve(services.shared.clone(), request)))),
+            Some(method) => Either::Left(std::future::ready(Ok(method.serve(services.shared.clone(), &peer, request)))),
             None => {
+                request.extensions_mut().insert(info.clone());
                 let routed = services.routes.clone().call(request.map(Body::new));
                 Either::Right(routed.map_ok(|r| r.map(ServedBody::Routed)))
             }

@@ -20,7 +20,7 @@ use crate::callbacks::Variant;
 use crate::codec::XdsCodec;
 use crate::protocol::Protocol;
 use crate::requests::{RequestBody, Requests};
-use crate::stream::{self, Shared};
+use crate::stream::{self, Peer, Shared};
 
 /// One gRPC discovery service: its full name and the type it serves (`None` for ADS).
 pub trait ServiceKind: Send + Sync + 'static {
@@ -137,6 +137,7 @@ impl UnaryService<DiscoveryRequest> for FetchMethod {
 fn serve<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
+    peer: &Peer,
     req: http::Request<impl Into<RequestBody>>,
 ) -> Result<http::Response<ResponseBody>, Status> {
     if let Some(encoding) = req.headers().get("grpc-encoding").filter(|e| e.as_bytes() != b"identity") {
@@ -144,10 +145,8 @@ fn serve<P: Protocol>(
             "request compression {encoding:?} is not supported by this server; send uncompressed messages"
         )));
     }
-    let (parts, body) = req.into_parts();
-    let requests = Requests::new(body.into(), shared.config.max_receive_message_size);
-    let request = Request::from_parts(MetadataMap::from_headers(parts.headers), parts.extensions, requests);
-    let mut response = http::Response::new(stream::open::<P>(shared, type_url, request)?);
+    let requests = Requests::new(req.into_body().into(), shared.config.max_receive_message_size);
+    let mut response = http::Response::new(stream::open::<P>(shared, type_url, peer, requests)?);
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     Ok(response)
 }
@@ -184,21 +183,23 @@ impl StreamMethod {
     fn open(
         self,
         shared: Arc<Shared>,
+        peer: &Peer,
         req: http::Request<impl Into<RequestBody>>,
     ) -> Result<http::Response<ResponseBody>, Status> {
         match self.variant {
-            Variant::Sotw => serve::<SotwStream>(shared, self.type_url, req),
-            Variant::Delta => serve::<DeltaStream>(shared, self.type_url, req),
+            Variant::Sotw => serve::<SotwStream>(shared, self.type_url, peer, req),
+            Variant::Delta => serve::<DeltaStream>(shared, self.type_url, peer, req),
         }
     }
 
-    /// Serves the stream of `req`, or answers with the refusal's status.
+    /// Serves the stream of `req` from `peer`, or answers with the refusal's status.
     pub(crate) fn serve(
         self,
         shared: Arc<Shared>,
+        peer: &Peer,
         req: http::Request<impl Into<RequestBody>>,
     ) -> http::Response<ServedBody> {
-        match self.open(shared, req) {
+        match self.open(shared, peer, req) {
             Ok(response) => response.map(ServedBody::Stream),
             Err(status) => status.into_http().map(ServedBody::Routed),
         }
@@ -227,7 +228,10 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
         let shared = self.shared.clone();
         Box::pin(async move {
             if let Some(stream) = StreamMethod::named(K::TYPE_URL, &method) {
-                return Ok(boxed(stream.open(shared, req)));
+                let (mut parts, body) = req.into_parts();
+                let extensions = std::mem::take(&mut parts.extensions);
+                let peer = Peer::of(&Request::from_parts(MetadataMap::new(), extensions, ()));
+                return Ok(boxed(stream.open(shared, &peer, http::Request::from_parts(parts, body))));
             }
             if let (true, Some(type_url)) = (method.starts_with("Fetch"), K::TYPE_URL) {
                 let codec = XdsCodec::<DiscoveryRequest, SotwResponse>::default();

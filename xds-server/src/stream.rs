@@ -70,23 +70,48 @@ pub(crate) fn names_for_log<'a>(names: impl ExactSizeIterator<Item = &'a str>) -
     format!("{total} [{}]", shown.join(", "))
 }
 
+/// Who a stream's client is and where its stream runs: the same for every stream of a
+/// connection.
+#[derive(Clone, Default)]
+pub(crate) struct Peer {
+    pub addr: Option<SocketAddr>,
+    /// Identities from the client certificate (mutual TLS).
+    pub identities: Vec<String>,
+    /// The connection's task, when served by `XdsServer::serve`; else the stream runs as a task
+    /// of its own.
+    pub connection: Option<ConnExecutor>,
+}
+
+impl Peer {
+    /// The peer of a request as tonic hands it over (connect info and executor in its
+    /// extensions). `XdsServer::serve` makes it once per connection; a stream routed by tonic
+    /// (`routes()` on an application's server) makes it per stream.
+    pub(crate) fn of<T>(request: &Request<T>) -> Self {
+        Self {
+            addr: request.remote_addr(),
+            identities: request
+                .peer_certs()
+                .and_then(|certs| certs.first().map(|c| certificate_identities(c.as_ref())))
+                .unwrap_or_default(),
+            connection: request.extensions().get::<ConnExecutor>().cloned(),
+        }
+    }
+}
+
 /// Starts the task of a stream and returns the body its responses are written to.
 pub(crate) fn open<P: Protocol>(
     shared: Arc<Shared>,
     type_url: Option<&'static str>,
-    request: Request<Requests<P::Request>>,
+    peer: &Peer,
+    requests: Requests<P::Request>,
 ) -> Result<ResponseBody, Status> {
-    let identities = request
-        .peer_certs()
-        .and_then(|certs| certs.first().map(|c| certificate_identities(c.as_ref())))
-        .unwrap_or_default();
     let info = StreamInfo {
         id: shared.next_stream_id.fetch_add(1, Ordering::Relaxed),
-        peer: request.remote_addr(),
+        peer: peer.addr,
         variant: P::VARIANT,
         type_url,
         node: None,
-        identities,
+        identities: peer.identities.clone(),
     };
     shared.callbacks.on_stream_open(&info)?;
     let (outbox, body) = body::outbox();
@@ -98,10 +123,8 @@ pub(crate) fn open<P: Protocol>(
         variant = ?P::VARIANT,
     );
     // On the task of the stream's connection when served by `XdsServer::serve`, else on its own.
-    let connection = request.extensions().get::<ConnExecutor>().cloned();
-    let requests = request.into_inner();
     let task = shared.tasks.clone().track_future(run::<P>(shared, info, requests, outbox).instrument(span));
-    match connection {
+    match &peer.connection {
         Some(connection) => connection.spawn(Box::pin(task)),
         None => drop(tokio::spawn(task)),
     }

@@ -377,11 +377,10 @@ where
     let executor = ConnExecutor::default();
     let builder = http.builder(executor.clone());
     // Who the client is (address, certificate identities) is read once for the connection's
-    // streams, not per stream.
+    // streams, not per stream; they run on the connection's task.
     let mut extensions = http::Extensions::new();
     extensions.insert(info.clone());
-    extensions.insert(executor.clone());
-    let peer = Peer::of(&tonic::Request::from_parts(tonic::metadata::MetadataMap::new(), extensions, ()));
+    let peer = Peer { connection: Some(executor.clone()), ..Peer::of(extensions) };
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         // The discovery streams are served here, without tonic's router and a box around every
         // body; everything else (`Fetch*`, REST polling, unknown paths) goes through the router.

@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
-use tonic::metadata::MetadataMap;
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use xds_cache::{DeltaStream, SotwResponse, SotwStream};
@@ -229,8 +228,7 @@ impl<K: ServiceKind> tonic::codegen::Service<http::Request<Body>> for XdsService
         Box::pin(async move {
             if let Some(stream) = StreamMethod::named(K::TYPE_URL, &method) {
                 let (mut parts, body) = req.into_parts();
-                let extensions = std::mem::take(&mut parts.extensions);
-                let peer = Peer::of(&Request::from_parts(MetadataMap::new(), extensions, ()));
+                let peer = Peer::of(std::mem::take(&mut parts.extensions));
                 return Ok(boxed(stream.open(shared, &peer, http::Request::from_parts(parts, body))));
             }
             if let (true, Some(type_url)) = (method.starts_with("Fetch"), K::TYPE_URL) {

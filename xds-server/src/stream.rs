@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 use tracing::{debug, info, warn, Instrument};
 use xds_cache::RequestKind;
@@ -83,17 +84,18 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// The peer of a request as tonic hands it over (connect info and executor in its
-    /// extensions). `XdsServer::serve` makes it once per connection; a stream routed by tonic
-    /// (`routes()` on an application's server) makes it per stream.
-    pub(crate) fn of<T>(request: &Request<T>) -> Self {
+    /// The client of a connection or request, from the connect info tonic keeps in request
+    /// extensions (address, and the certificate of a TLS connection). Runs its streams as tasks
+    /// of their own until given a connection.
+    pub(crate) fn of(extensions: http::Extensions) -> Self {
+        let request = Request::from_parts(MetadataMap::new(), extensions, ());
         Self {
             addr: request.remote_addr(),
             identities: request
                 .peer_certs()
                 .and_then(|certs| certs.first().map(|c| certificate_identities(c.as_ref())))
                 .unwrap_or_default(),
-            connection: request.extensions().get::<ConnExecutor>().cloned(),
+            connection: None,
         }
     }
 }

@@ -426,13 +426,14 @@ impl http_body::Body for InPieces {
     }
 }
 
-/// The body of a response on a connection of `XdsServer::serve`: a discovery stream's, or what
-/// tonic's router answered (`Fetch*`, REST polling, errors).
+/// The body of a response on a connection of `XdsServer::serve`: a discovery stream's, or a
+/// tonic body (what tonic's router answered for `Fetch*`, REST polling and unknown paths, or the
+/// status refusing a stream).
 pub(crate) enum ServedBody {
     /// A discovery stream.
     Stream(ResponseBody),
-    /// From tonic's router.
-    Routed(tonic::body::Body),
+    /// A tonic body.
+    Tonic(tonic::body::Body),
 }
 
 impl http_body::Body for ServedBody {
@@ -442,7 +443,7 @@ impl http_body::Body for ServedBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Data>, Status>>> {
         match self.get_mut() {
             Self::Stream(body) => Pin::new(body).poll_frame(cx),
-            Self::Routed(body) => Pin::new(body)
+            Self::Tonic(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map(|frame| frame.map_data(|data| data.chain(Bytes::new()))))),
         }
@@ -451,14 +452,14 @@ impl http_body::Body for ServedBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Stream(body) => body.is_end_stream(),
-            Self::Routed(body) => http_body::Body::is_end_stream(body),
+            Self::Tonic(body) => http_body::Body::is_end_stream(body),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             Self::Stream(body) => body.size_hint(),
-            Self::Routed(body) => http_body::Body::size_hint(body),
+            Self::Tonic(body) => http_body::Body::size_hint(body),
         }
     }
 }

@@ -389,7 +389,7 @@ where
             None => {
                 request.extensions_mut().insert(info.clone());
                 let routed = services.routes.clone().call(request.map(Body::new));
-                Either::Right(routed.map_ok(|r| r.map(ServedBody::Routed)))
+                Either::Right(routed.map_ok(|r| r.map(ServedBody::Tonic)))
             }
         }
     });

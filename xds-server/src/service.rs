@@ -200,7 +200,7 @@ impl StreamMethod {
     ) -> http::Response<ServedBody> {
         match self.open(shared, peer, req) {
             Ok(response) => response.map(ServedBody::Stream),
-            Err(status) => status.into_http().map(ServedBody::Routed),
+            Err(status) => status.into_http().map(ServedBody::Tonic),
         }
     }
 }

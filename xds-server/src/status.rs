@@ -93,16 +93,13 @@ struct Live {
 }
 
 /// A type's [`TypeStatus`] as the stream task updates it: the versions are the responses' own
-/// strings (and the ACKed one the sent one's, when they are equal), not copies.
+/// strings (and the ACKed one the sent one's, when they are equal), not copies; they are put
+/// into the status (with its short name) only for a reader's copy.
 #[derive(Debug, Default)]
 struct LiveType {
+    status: TypeStatus,
     last_sent_version: Option<Arc<str>>,
-    last_sent_at: Option<f64>,
     last_acked_version: Option<Arc<str>>,
-    last_acked_at: Option<f64>,
-    last_nack: Option<NackStatus>,
-    responses: u64,
-    bytes: u64,
 }
 
 impl Live {
@@ -113,16 +110,10 @@ impl Live {
             .types
             .iter()
             .map(|(t, live)| {
-                let ts = TypeStatus {
-                    r#type: type_url::short_name(t).to_string(),
-                    last_sent_version: live.last_sent_version.as_deref().map(str::to_string),
-                    last_sent_at: live.last_sent_at,
-                    last_acked_version: live.last_acked_version.as_deref().map(str::to_string),
-                    last_acked_at: live.last_acked_at,
-                    last_nack: live.last_nack.clone(),
-                    responses: live.responses,
-                    bytes: live.bytes,
-                };
+                let mut ts = live.status.clone();
+                ts.r#type = type_url::short_name(t).to_string();
+                ts.last_sent_version = live.last_sent_version.as_deref().map(str::to_string);
+                ts.last_acked_version = live.last_acked_version.as_deref().map(str::to_string);
                 (t.to_string(), ts)
             })
             .collect();
@@ -219,8 +210,9 @@ impl StreamHandle {
     }
 
     pub(crate) fn sent(&self, t: &str, version: &Arc<str>, bytes: usize) {
-        self.with_type(t, |ts| {
-            ts.last_sent_version = Some(version.clone());
+        self.with_type(t, |live| {
+            live.last_sent_version = Some(version.clone());
+            let ts = &mut live.status;
             ts.last_sent_at = Some(unix_seconds(SystemTime::now()));
             ts.responses += 1;
             ts.bytes += bytes as u64;
@@ -228,19 +220,19 @@ impl StreamHandle {
     }
 
     pub(crate) fn acked(&self, t: &str, version: &str) {
-        self.with_type(t, |ts| {
-            ts.last_acked_version = match &ts.last_sent_version {
+        self.with_type(t, |live| {
+            live.last_acked_version = match &live.last_sent_version {
                 Some(sent) if **sent == *version => Some(sent.clone()),
                 _ => Some(version.into()),
             };
-            ts.last_acked_at = Some(unix_seconds(SystemTime::now()));
-            ts.last_nack = None;
+            live.status.last_acked_at = Some(unix_seconds(SystemTime::now()));
+            live.status.last_nack = None;
         });
     }
 
     pub(crate) fn nacked(&self, t: &str, rejected_version: &str, error: &str) {
-        self.with_type(t, |ts| {
-            ts.last_nack = Some(NackStatus {
+        self.with_type(t, |live| {
+            live.status.last_nack = Some(NackStatus {
                 rejected_version: rejected_version.to_string(),
                 error: error.to_string(),
                 at: unix_seconds(SystemTime::now()),

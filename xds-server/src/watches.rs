@@ -63,26 +63,28 @@ async fn changed(mut watch: ResourceWatch) -> (Result<(), RecvError>, ResourceWa
 
 impl Follow {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Option<Arc<ResourceSet>>>> {
-        match std::mem::replace(self, Self::Ended) {
-            Self::First(mut watch) => {
-                let value = watch.borrow_and_update().clone();
-                *self = Self::Changes(ReusableBoxFuture::new(changed(watch)));
-                Poll::Ready(Some(value))
-            }
-            Self::Changes(mut next) => match next.poll(cx) {
+        match self {
+            // Polled in place: this is every later poll of every watch.
+            Self::Changes(next) => match next.poll(cx) {
                 Poll::Ready((Ok(()), mut watch)) => {
                     let value = watch.borrow_and_update().clone();
                     next.set(changed(watch));
-                    *self = Self::Changes(next);
                     Poll::Ready(Some(value))
                 }
-                Poll::Ready((Err(_), _)) => Poll::Ready(None),
-                Poll::Pending => {
-                    *self = Self::Changes(next);
-                    Poll::Pending
+                Poll::Ready((Err(_), _)) => {
+                    *self = Self::Ended;
+                    Poll::Ready(None)
                 }
+                Poll::Pending => Poll::Pending,
             },
-            Self::Ended => Poll::Ready(None),
+            Self::First(_) | Self::Ended => match std::mem::replace(self, Self::Ended) {
+                Self::First(mut watch) => {
+                    let value = watch.borrow_and_update().clone();
+                    *self = Self::Changes(ReusableBoxFuture::new(changed(watch)));
+                    Poll::Ready(Some(value))
+                }
+                _ => Poll::Ready(None),
+            },
         }
     }
 }

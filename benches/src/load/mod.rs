@@ -322,14 +322,22 @@ pub async fn run(o: Options) -> Result<Report, String> {
         let sent = control.sent().await?;
         let (b1, r1, n1) = bytes_at(&recorder);
         let latencies = recorder.update_at(index, 0..o.streams).into_iter().map(|t| t.saturating_sub(t0)).collect();
+        let server_cpu_s = after.cpu_seconds - before.cpu_seconds;
+        let generator_cpu_s = generator_after.cpu_seconds - generator_before.cpu_seconds;
         update_reports.push(Update {
             index,
             generation,
             cluster,
             streams_received: recorder.update_count(index),
             latency: Percentiles::of(latencies),
-            server_cpu_s: after.cpu_seconds - before.cpu_seconds,
-            generator_cpu_s: generator_after.cpu_seconds - generator_before.cpu_seconds,
+            server_cpu_s,
+            generator_cpu_s,
+            cpu_floor_ms: report::cpu_floor_ms(
+                server_cpu_s,
+                generator_cpu_s,
+                o.server == ServerMode::InProcess,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             server_sent: sent.map(|(n, _)| n),
             server_sent_last_ms: sent.map(|(_, last)| last.as_secs_f64() * 1000.0),
             bytes: b1 - b0,

@@ -88,6 +88,11 @@ pub struct Update {
     pub server_sent_last_ms: Option<f64>,
     /// The generator's own CPU seconds over the same span.
     pub generator_cpu_s: f64,
+    /// The server's and the generator's CPU for the update spread over every core of the
+    /// machine, in milliseconds: about the soonest the last stream could have had it here,
+    /// whatever the server did, when both share the machine (the generator decodes every
+    /// resource of every stream).
+    pub cpu_floor_ms: f64,
     /// Bytes of responses received because of it.
     pub bytes: u64,
     /// Responses received because of it.
@@ -129,6 +134,13 @@ pub struct Report {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// [`Update::cpu_floor_ms`]: `server_cpu_s` and `generator_cpu_s` spread over `cpus`; an
+/// in-process server's CPU already includes the generator's.
+pub fn cpu_floor_ms(server_cpu_s: f64, generator_cpu_s: f64, server_includes_client: bool, cpus: usize) -> f64 {
+    let work = if server_includes_client { server_cpu_s } else { server_cpu_s + generator_cpu_s };
+    work / cpus.max(1) as f64 * 1e3
 }
 
 impl Report {
@@ -182,6 +194,11 @@ impl Report {
                 u.responses,
                 mib(u.server_rss_after)
             );
+            let _ = writeln!(
+                s,
+                "         CPU floor {:.1} ms: the server's and the generator's CPU for it over {} cores",
+                u.cpu_floor_ms, self.cpus
+            );
             if let (Some(n), Some(ms)) = (u.server_sent, u.server_sent_last_ms) {
                 let _ = writeln!(
                     s,
@@ -214,5 +231,13 @@ mod tests {
         let p = Percentiles::of(v);
         assert_eq!((p.count, p.p50_ms, p.p99_ms, p.max_ms), (100, 50.0, 99.0, 100.0));
         assert_eq!(Percentiles::of(Vec::new()).count, 0);
+    }
+
+    #[test]
+    fn cpu_floor_spreads_both_processes_over_the_cores() {
+        assert_eq!(cpu_floor_ms(0.5, 5.5, false, 2), 3000.0);
+        // In-process: the server's figure is the generator's too.
+        assert_eq!(cpu_floor_ms(6.0, 6.0, true, 2), 3000.0);
+        assert_eq!(cpu_floor_ms(1.0, 0.0, false, 0), 1000.0);
     }
 }

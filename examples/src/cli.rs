@@ -169,9 +169,9 @@ pub struct ServeArgs {
     /// Threads serving xDS (default: one per CPU).
     ///
     /// Beside proxies on a small machine, fewer threads leave them the other cores. Measured on
-    /// 2 cores shared with 10,000 simulated Envoys (benches/README.md): one thread spent about a
-    /// quarter less CPU bringing them to full state (less waking of idle threads), as much per
-    /// update, and sent each update's last response 0.1-0.3 s later.
+    /// 2 cores shared with 10,000 simulated Envoys (benches/README.md): one thread spent about as
+    /// much CPU as two, bringing them to full state and per update, and sent each update's last
+    /// response 0.1-0.3 s later.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 }

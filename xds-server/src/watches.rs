@@ -46,7 +46,6 @@ struct Entry {
     waker: Waker,
 }
 
-/// Set when a watch's registration fired or its next change is not registered yet.
 /// A watch's values: the current one first, then one per change, until the source drops its
 /// sender. (tokio-stream's `WatchStream` does the same with two boxed futures per watch, a first
 /// one and then the one it reuses; here the first value needs none.)
@@ -89,6 +88,7 @@ impl Follow {
     }
 }
 
+/// Set when a watch's registration fired or its next change is not registered yet.
 struct Mark {
     due: AtomicBool,
     task: Arc<AtomicWaker>,

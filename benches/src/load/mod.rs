@@ -283,6 +283,8 @@ pub async fn run(o: Options) -> Result<Report, String> {
         );
     }
 
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let server_includes_client = o.server == ServerMode::InProcess;
     let mut update_reports = Vec::new();
     for index in 0..updates {
         if index > 0 {
@@ -332,12 +334,7 @@ pub async fn run(o: Options) -> Result<Report, String> {
             latency: Percentiles::of(latencies),
             server_cpu_s,
             generator_cpu_s,
-            cpu_floor_ms: report::cpu_floor_ms(
-                server_cpu_s,
-                generator_cpu_s,
-                o.server == ServerMode::InProcess,
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ),
+            cpu_floor_ms: report::cpu_floor_ms(server_cpu_s, generator_cpu_s, server_includes_client, cpus),
             server_sent: sent.map(|(n, _)| n),
             server_sent_last_ms: sent.map(|(_, last)| last.as_secs_f64() * 1000.0),
             bytes: b1 - b0,
@@ -359,9 +356,9 @@ pub async fn run(o: Options) -> Result<Report, String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default(),
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpus,
         settings: settings(&o),
-        server_includes_client: o.server == ServerMode::InProcess,
+        server_includes_client,
         nofile_limit,
         initial,
         updates: update_reports,

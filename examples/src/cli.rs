@@ -174,6 +174,25 @@ pub struct ServeArgs {
     /// response 0.1-0.3 s later.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
+
+    /// Connections the xDS port serves at a time; 0 for no limit.
+    ///
+    /// A connection beyond it is closed at once (its client retries with backoff), counted in
+    /// the metric xds_connections_refused_total{reason="limit"} and, at most every 10 s,
+    /// logged as a warning; the connections already served are untouched. The default suits
+    /// the proxies of one host and stays below the common limit of 1,024 open files; raise it
+    /// (and `ulimit -n`) when serving a fleet.
+    #[arg(long, value_name = "N", default_value_t = crate::sidecar::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Seconds a new connection may go without sending a request before it is closed; 0 waits
+    /// for ever.
+    ///
+    /// Counts from the moment the connection is accepted, TLS handshake included; a peer that
+    /// connects and sends nothing holds a connection (and a place under --max-connections) no
+    /// longer. Envoy and gRPC clients open their xDS stream as soon as they connect.
+    #[arg(long, value_name = "SECONDS", default_value_t = xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT.as_secs())]
+    pub first_request_timeout: u64,
 }
 
 fn parse_binding(text: &str) -> Result<(String, String), String> {

@@ -130,7 +130,18 @@ pub struct Options {
     /// `(identity, node id pattern)` pairs: with mutual TLS, the node ids each client
     /// certificate identity may claim. Empty: node ids are not checked.
     pub identity_bindings: Vec<(String, String)>,
+    /// Connections served at a time on the xDS port; `None`: no limit
+    /// ([`DEFAULT_MAX_CONNECTIONS`]).
+    pub max_connections: Option<usize>,
+    /// How long a new connection may go without a request; `None`: for ever
+    /// ([`xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT`]).
+    pub first_request_timeout: Option<Duration>,
 }
+
+/// The sidecar's default limit of connections on its xDS port: ample for the proxies and gRPC
+/// clients of one host, and below the 1,024 file descriptors a process is commonly allowed, so
+/// a flood of connections is refused with a warning rather than making accepts fail.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 
 /// Health checks on, the registry polled every [`DEFAULT_POLL_INTERVAL`].
 impl Default for Options {
@@ -141,6 +152,8 @@ impl Default for Options {
             admin_addr: None,
             tls: None,
             identity_bindings: Vec::new(),
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            first_request_timeout: Some(xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT),
         }
     }
 }
@@ -476,7 +489,10 @@ pub async fn serve_with(
         controller.reload_errors(),
     );
     let source = TypeRouter::new().route(type_url::SECRET, controller.secrets()).default_source(cache.clone());
-    let mut builder = XdsServer::builder().metrics(&mut metrics);
+    let mut builder = XdsServer::builder()
+        .metrics(&mut metrics)
+        .max_connections(options.max_connections)
+        .first_request_timeout(options.first_request_timeout);
     if let Some(tls) = options.tls {
         builder = builder.tls(tls);
     }

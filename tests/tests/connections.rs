@@ -131,3 +131,153 @@ async fn the_services_mounted_on_an_applications_own_tonic_server_serve_streams(
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), served).await.expect("stops").expect("joins").expect("served");
 }
+
+/// The server's metrics as Prometheus text.
+fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+    text
+}
+
+/// The value of the metric line that starts with `series` (name and labels), if any.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Reads from a raw connection until the server closes it (bounded), returning what it sent.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, within: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closes the connection in time");
+    got
+}
+
+/// The types of the HTTP/2 frames in `bytes` (the server's side of a connection).
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+const GOAWAY: u8 = 7;
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_those_served_keep_their_streams() {
+    use tokio::io::AsyncWriteExt;
+    let cache = Arc::new(SnapshotCache::new());
+    let snapshot = |version: &str| {
+        Snapshot::builder()
+            .version(CLUSTER, version)
+            .resource(&Cluster { name: "c".into(), ..Default::default() })
+            .build()
+    };
+    cache.set_snapshot("n1", snapshot("1"));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let builder = XdsServer::builder().max_connections(Some(2)).metrics(&mut registry);
+    let server = xds_tests::TestServer::start_with(builder, cache.clone()).await;
+
+    // Two connections, one stream each: the limit.
+    let mut first = AdsClient::connect(server.addr).await.expect("first connection");
+    let mut second = AdsClient::connect(server.addr).await.expect("second connection");
+    let mut acks = Vec::new();
+    for stream in [&mut first, &mut second] {
+        stream.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+        let response = stream.recv().await;
+        acks.push(request(None, CLUSTER, &[], &response.version_info, &response.nonce));
+    }
+    for (stream, ack) in [&mut first, &mut second].into_iter().zip(acks) {
+        stream.send(ack).await;
+    }
+
+    // A third is closed before a byte is read, even one that speaks HTTP/2, and a gRPC client
+    // sees it fail.
+    let mut third = tokio::net::TcpStream::connect(server.addr).await.expect("the kernel accepts");
+    let _ = third.write_all(HTTP2_PREFACE).await;
+    let _ = third.write_all(EMPTY_SETTINGS).await;
+    assert!(read_until_closed(&mut third, Duration::from_secs(5)).await.is_empty(), "nothing served");
+    assert!(AdsClient::connect(server.addr).await.is_err(), "a gRPC client is refused too");
+    let text = metrics_text(&registry);
+    assert!(metric(&text, r#"xds_connections_refused_total{reason="limit"}"#) >= Some(2.0), "{text}");
+    assert_eq!(metric(&text, "xds_connections_open"), Some(2.0), "{text}");
+
+    // The two served lose nothing: both have the next version.
+    cache.set_snapshot("n1", snapshot("2"));
+    for stream in [&mut first, &mut second] {
+        assert_eq!(stream.recv().await.version_info, "2");
+    }
+
+    // Once one ends, its place goes to the next connection (the server notices the close a
+    // moment later: bounded retries).
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..50 {
+        if let Ok(stream) = AdsClient::connect(server.addr).await {
+            admitted = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut admitted = admitted.expect("a connection is served once one has ended");
+    admitted.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+    assert_eq!(admitted.recv().await.version_info, "2");
+    drop((second, admitted));
+    server.stop().await.expect("stopped");
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_request_in_time_is_closed_and_one_that_did_is_kept() {
+    use tokio::io::AsyncWriteExt;
+    let cache = Arc::new(SnapshotCache::new());
+    let snapshot = |version: &str| {
+        Snapshot::builder()
+            .version(CLUSTER, version)
+            .resource(&Cluster { name: "c".into(), ..Default::default() })
+            .build()
+    };
+    cache.set_snapshot("n1", snapshot("1"));
+    let timeout = Duration::from_millis(300);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let builder = XdsServer::builder().first_request_timeout(Some(timeout)).metrics(&mut registry);
+    let server = xds_tests::TestServer::start_with(builder, cache.clone()).await;
+
+    // A stream opened at once, then idle for several timeouts: kept.
+    let mut stream = AdsClient::connect(server.addr).await.expect("connects");
+    stream.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+    let response = stream.recv().await;
+    stream.send(request(None, CLUSTER, &[], &response.version_info, &response.nonce)).await;
+
+    // A peer that connects and sends nothing: closed.
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.expect("connects");
+    assert!(read_until_closed(&mut silent, Duration::from_secs(10)).await.is_empty());
+    // One that completes the HTTP/2 handshake but opens no stream: a GOAWAY, then closed.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.expect("connects");
+    idle.write_all(HTTP2_PREFACE).await.expect("preface");
+    idle.write_all(EMPTY_SETTINGS).await.expect("settings");
+    let frames = frame_types(&read_until_closed(&mut idle, Duration::from_secs(10)).await);
+    assert!(frames.contains(&GOAWAY), "frames {frames:?}");
+
+    tokio::time::sleep(timeout * 3).await;
+    cache.set_snapshot("n1", snapshot("2"));
+    assert_eq!(stream.recv().await.version_info, "2", "the stream's connection was kept");
+    let text = metrics_text(&registry);
+    assert_eq!(metric(&text, r#"xds_connections_refused_total{reason="no_request"}"#), Some(2.0), "{text}");
+    drop(stream);
+    server.stop().await.expect("stopped");
+}

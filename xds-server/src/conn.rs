@@ -18,10 +18,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::Either;
 use futures::stream::FuturesUnordered;
@@ -50,6 +50,7 @@ use tracing::{debug, warn};
 
 use crate::body::ServedBody;
 use crate::io::Coalescing;
+use crate::metrics::{Metrics, RefusalLabel, REFUSED_LIMIT, REFUSED_NO_REQUEST};
 use crate::service::StreamMethod;
 use crate::stream::{Peer, Shared};
 use crate::{Error, TlsConfig};
@@ -246,12 +247,14 @@ where
 /// Time a TLS handshake may take before the connection is dropped.
 pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// HTTP settings of the connections a server accepts (set on its builder).
+/// HTTP settings and limits of the connections a server accepts (set on its builder).
 #[derive(Debug, Clone)]
 pub(crate) struct HttpSettings {
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) max_concurrent_streams: u32,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) first_request_timeout: Option<Duration>,
 }
 
 impl HttpSettings {
@@ -317,6 +320,73 @@ pub(crate) struct Services {
 /// the listener is tried again after it rather than in a busy loop.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// Least time between two warnings about connections refused at the limit.
+const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a connection closed for sending no request gets to go after its GOAWAY before it is
+/// dropped.
+const UNUSED_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The connections a listener serves: counts them, for `max_connections` and the
+/// `connections_open` gauge.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+}
+
+/// One served connection's place in [`OpenConnections`], given back when the connection's task
+/// ends.
+struct OpenConnection {
+    open: Arc<OpenConnections>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl OpenConnection {
+    fn new(open: &Arc<OpenConnections>, metrics: Option<&Arc<Metrics>>) -> Self {
+        open.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = metrics {
+            m.connections_open.inc();
+        }
+        Self { open: open.clone(), metrics: metrics.cloned() }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.connections_open.dec();
+        }
+    }
+}
+
+/// Connections refused at the limit since the last warning, so a flood of them makes one
+/// warning every [`REFUSAL_WARNING_INTERVAL`] rather than one each.
+#[derive(Default)]
+struct Refusals {
+    last_warning: Option<Instant>,
+    unreported: u64,
+}
+
+impl Refusals {
+    fn refuse(&mut self, limit: usize, metrics: Option<&Arc<Metrics>>, now: Instant) {
+        if let Some(m) = metrics {
+            m.connections_refused.get_or_create(&RefusalLabel { reason: REFUSED_LIMIT }).inc();
+        }
+        self.unreported += 1;
+        if self.last_warning.is_none_or(|last| now.duration_since(last) >= REFUSAL_WARNING_INTERVAL) {
+            warn!(
+                limit,
+                refused = self.unreported,
+                "connection limit reached: closing new connections until some end (raise max_connections if \
+                 these clients are wanted)"
+            );
+            self.last_warning = Some(now);
+            self.unreported = 0;
+        }
+    }
+}
+
 /// Accepts connections on `listener` and serves `services` on each until `stop` is cancelled, then
 /// stops accepting and returns; the connections go on until `closing` is cancelled.
 pub(crate) async fn accept(
@@ -329,11 +399,14 @@ pub(crate) async fn accept(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
+    let open = Arc::new(OpenConnections::default());
+    let mut refusals = Refusals::default();
+    let metrics = services.shared.metrics.clone();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             () = &mut stop => return,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) if is_connection_error(&e) => {
                     debug!(error = %e, "a connection failed while being accepted");
                     continue;
@@ -345,13 +418,24 @@ pub(crate) async fn accept(
                 }
             },
         };
+        if let Some(limit) = http.max_connections {
+            if open.count.load(Ordering::Relaxed) >= limit {
+                debug!(%remote, limit, "connection refused: the connection limit is reached");
+                drop(tcp);
+                refusals.refuse(limit, metrics.as_ref(), Instant::now());
+                continue;
+            }
+        }
+        let place = OpenConnection::new(&open, metrics.as_ref());
+        let first_request_by = http.first_request_timeout.map(|t| tokio::time::Instant::now() + t);
         let _ = tcp.set_nodelay(true);
         let (tls, http, services, closing) = (tls.clone(), http.clone(), services.clone(), closing.clone());
         connections.spawn(async move {
+            let _place = place;
             match tls {
-                None => serve(Coalescing::new(tcp), &http, services, closing).await,
+                None => serve(Coalescing::new(tcp), &http, services, closing, first_request_by).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => serve(Coalescing::new(tls), &http, services, closing).await,
+                    Ok(Ok(tls)) => serve(Coalescing::new(tls), &http, services, closing, first_request_by).await,
                     Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
                     Err(_) => debug!("TLS handshake timed out after {TLS_HANDSHAKE_TIMEOUT:?}"),
                 },
@@ -368,12 +452,21 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it ends (on `closing`, after its streams have ended).
-async fn serve<IO>(io: IO, http: &HttpSettings, services: Services, closing: CancellationToken)
-where
+/// Serves one connection until it ends (on `closing`, after its streams have ended), or until
+/// `first_request_by` if no request has come by then.
+async fn serve<IO>(
+    io: IO,
+    http: &HttpSettings,
+    services: Services,
+    closing: CancellationToken,
+    first_request_by: Option<tokio::time::Instant>,
+) where
     IO: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let info = io.connect_info();
+    let metrics = services.shared.metrics.clone();
+    let requested = Arc::new(AtomicBool::new(false));
+    let requested_in_service = requested.clone();
     let executor = ConnExecutor::default();
     let builder = http.builder(executor.clone());
     // Who the client is (address, certificate identities) is read once for the connection's
@@ -381,7 +474,9 @@ where
     let mut extensions = http::Extensions::new();
     extensions.insert(info.clone());
     let peer = Peer { connection: Some(executor.clone()), ..Peer::of(extensions) };
+    let remote = peer.addr;
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        requested_in_service.store(true, Ordering::Relaxed);
         // The discovery streams are served here, without tonic's router and a box around every
         // body; everything else (`Fetch*`, REST polling, unknown paths) goes through the router.
         match StreamMethod::at(request.uri().path()) {
@@ -396,11 +491,36 @@ where
     let mut set = StreamSet::new(builder.serve_connection(TokioIo::new(io), service), executor);
     let mut closing = std::pin::pin!(closing.cancelled_owned());
     let mut shutting_down = false;
+    // Until the first request: when the connection is closed for want of one, then when it is
+    // dropped if the GOAWAY did not end it.
+    let mut unused = first_request_by.map(|by| Box::pin(tokio::time::sleep_until(by)));
+    let mut closing_unused = false;
     std::future::poll_fn(|cx| {
         if !shutting_down && closing.as_mut().poll(cx).is_ready() {
             shutting_down = true;
             // GOAWAY, and an end once idle.
             set.act_on_connection(|connection| connection.graceful_shutdown());
+        }
+        if let Some(deadline) = unused.as_mut() {
+            if requested.load(Ordering::Relaxed) && !closing_unused {
+                unused = None;
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                if closing_unused {
+                    return Poll::Ready(());
+                }
+                debug!(
+                    peer = ?remote,
+                    timeout = ?http.first_request_timeout.unwrap_or_default(),
+                    "closing a connection that sent no request in time"
+                );
+                if let Some(m) = &metrics {
+                    m.connections_refused.get_or_create(&RefusalLabel { reason: REFUSED_NO_REQUEST }).inc();
+                }
+                closing_unused = true;
+                set.act_on_connection(|connection| connection.graceful_shutdown());
+                deadline.as_mut().reset(tokio::time::Instant::now() + UNUSED_CLOSE_GRACE);
+                let _ = deadline.as_mut().poll(cx);
+            }
         }
         Pin::new(&mut set).poll(cx)
     })
@@ -409,9 +529,21 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use super::*;
+
+    #[test]
+    fn refusals_at_the_limit_warn_at_most_once_per_interval() {
+        let mut refusals = Refusals::default();
+        let start = Instant::now();
+        refusals.refuse(2, None, start);
+        assert_eq!((refusals.last_warning, refusals.unreported), (Some(start), 0), "the first warns at once");
+        refusals.refuse(2, None, start + Duration::from_secs(1));
+        refusals.refuse(2, None, start + Duration::from_secs(2));
+        assert_eq!((refusals.last_warning, refusals.unreported), (Some(start), 2), "then they are held back");
+        let later = start + REFUSAL_WARNING_INTERVAL;
+        refusals.refuse(2, None, later);
+        assert_eq!((refusals.last_warning, refusals.unreported), (Some(later), 0), "and reported together");
+    }
 
     /// A waker that counts its wake-ups (the connection task as Tokio sees it).
     #[derive(Default)]

@@ -1,5 +1,5 @@
-//! Prometheus metrics of the server (`prometheus-client`): streams, requests, ACKs, NACKs,
-//! responses and bytes per type, and the push latency.
+//! Prometheus metrics of the server (`prometheus-client`): connections open and refused, streams,
+//! requests, ACKs, NACKs, responses and bytes per type, and the push latency.
 //!
 //! Register them on your registry with [`ServerBuilder::metrics`](crate::ServerBuilder::metrics)
 //! and serve the registry (the admin router of [`crate::admin`] does).
@@ -19,6 +19,17 @@ use xds_core::type_url;
 pub(crate) struct VariantLabel {
     pub variant: &'static str,
 }
+
+/// Labels: why the server closed a connection before serving it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabel {
+    pub reason: &'static str,
+}
+
+/// [`RefusalLabel`]: the listener already served `max_connections`.
+pub(crate) const REFUSED_LIMIT: &str = "limit";
+/// [`RefusalLabel`]: no request within the first-request timeout.
+pub(crate) const REFUSED_NO_REQUEST: &str = "no_request";
 
 /// Labels: a resource type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +51,8 @@ fn push_latency_histogram() -> Histogram {
 /// Every metric the server keeps.
 #[derive(Debug)]
 pub(crate) struct Metrics {
+    pub connections_open: Gauge,
+    pub connections_refused: Family<RefusalLabel, Counter>,
     pub streams_open: Family<VariantLabel, Gauge>,
     pub streams_total: Family<VariantLabel, Counter>,
     pub requests: Family<RequestLabel, Counter>,
@@ -52,6 +65,8 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new(registry: &mut Registry) -> Self {
         let m = Self {
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
             streams_open: Family::default(),
             streams_total: Family::default(),
             requests: Family::default(),
@@ -61,6 +76,13 @@ impl Metrics {
             push_latency: Family::new_with_constructor(push_latency_histogram),
         };
         let r = registry.sub_registry_with_prefix("xds");
+        r.register("connections_open", "Connections the server is serving", m.connections_open.clone());
+        r.register(
+            "connections_refused",
+            "Connections closed before they were served, by reason (limit: max_connections reached; \
+             no_request: no request within the first-request timeout)",
+            m.connections_refused.clone(),
+        );
         r.register("streams_open", "xDS streams currently connected", m.streams_open.clone());
         r.register("streams", "xDS streams opened", m.streams_total.clone());
         r.register(

@@ -77,6 +77,8 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default limit of concurrent streams per HTTP/2 connection: 1024.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Default time a new connection has to send its first request: 20 s.
+pub const DEFAULT_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default interval of TTL heartbeats: 5 s. It must be shorter than the shortest resource TTL
 /// served.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -118,6 +120,8 @@ impl Default for ServerBuilder {
                 keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
                 keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
                 max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+                max_connections: None,
+                first_request_timeout: Some(DEFAULT_FIRST_REQUEST_TIMEOUT),
             },
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -135,6 +139,8 @@ impl std::fmt::Debug for ServerBuilder {
             .field("max_receive_message_size", &self.max_receive_message_size)
             .field("keepalive_interval", &self.http.keepalive_interval)
             .field("max_concurrent_streams", &self.http.max_concurrent_streams)
+            .field("max_connections", &self.http.max_connections)
+            .field("first_request_timeout", &self.http.first_request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +179,38 @@ impl ServerBuilder {
     #[must_use]
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
         self.http.max_concurrent_streams = streams;
+        self
+    }
+
+    /// Connections served at a time on the listener; `None` (the default) sets no limit.
+    ///
+    /// A connection accepted beyond the limit is closed at once, before a byte is read: its
+    /// client sees the connection closed and retries with its backoff (Envoy and gRPC do), the
+    /// connections already served lose nothing, and each refusal counts in the metric
+    /// `xds_connections_refused_total{reason="limit"}` and, at most every 10 s, in a warning. With
+    /// the limit, the memory peers can make the server hold is bounded by it (a connection with
+    /// one stream costs about 35 KiB, `benches/README.md`) rather than by file descriptors.
+    #[must_use]
+    pub fn max_connections(mut self, connections: Option<usize>) -> Self {
+        self.http.max_connections = connections;
+        self
+    }
+
+    /// How long a new connection may go without sending a request before it is closed
+    /// ([`DEFAULT_FIRST_REQUEST_TIMEOUT`]; `None` waits for ever). It counts from the moment
+    /// the connection is accepted, TLS handshake included.
+    ///
+    /// A peer that connects and sends nothing (or only part of a handshake) thus holds a
+    /// connection, and a place under [`max_connections`](Self::max_connections), for this long
+    /// at most. The connection is closed with an HTTP/2 GOAWAY where the handshake got that far,
+    /// so a gRPC channel that connected ahead of its first call reconnects quietly when it
+    /// makes it; Envoy and gRPC's xDS clients open their stream as soon as they connect.
+    /// Counted in `xds_connections_refused_total{reason="no_request"}`. Once a request has arrived
+    /// the connection stays open however long it idles (HTTP/2 keepalive pings find dead
+    /// peers).
+    #[must_use]
+    pub fn first_request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.http.first_request_timeout = timeout;
         self
     }
 

@@ -66,6 +66,9 @@ async fn serve_on_runtime(args: ServeArgs) -> Result<(), sidecar::Error> {
         admin_addr: (!args.no_admin).then_some(args.admin_addr),
         tls,
         identity_bindings: args.bind_identity,
+        max_connections: (args.max_connections > 0).then_some(args.max_connections),
+        first_request_timeout: (args.first_request_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.first_request_timeout)),
         ..sidecar::Options::default()
     };
     sidecar::serve_with(&config, args.xds_addr, options, sidecar::shutdown_signal()).await

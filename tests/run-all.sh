@@ -8,12 +8,15 @@
 #   tests/run-all.sh -p xds-tests -- interop      # tests of xds-tests whose name has "interop"
 #   tests/run-all.sh -p xds-tests --test interop_grpcio -- --nocapture
 #
-# Works on a fresh clone with only cargo and python3 installed:
+# Works on a fresh clone with only cargo, python3 and Node.js (18 or newer, with npm) installed:
 #   1. creates (or repairs) the Python virtualenv `.venv` at the repository root and installs
 #      the pinned packages of tests/interop/requirements.txt into it, wheels only; skipped
 #      when they are already installed;
-#   2. builds the workspace binaries (the interop tests run `xds-sidecar` as a process);
-#   3. runs `cargo test --workspace --all-targets` and `cargo test --workspace --doc`.
+#   2. installs the pinned Node.js packages of tests/interop/node/package-lock.json into
+#      tests/interop/node/node_modules (`npm ci`, no install scripts); skipped when they are
+#      already installed;
+#   3. builds the workspace binaries (the interop tests run `xds-sidecar` as a process);
+#   4. runs `cargo test --workspace --all-targets` and `cargo test --workspace --doc`.
 #
 # Options before `--` go to cargo (both test runs); options after `--` go to the test
 # binaries. `-p/--package` replaces `--workspace`. Options that select targets (`--lib`,
@@ -21,8 +24,9 @@
 # what was asked for. `--release`, `--profile`, `--target-dir` and friends also apply to the
 # build of the binaries.
 #
-# Environment: PYTHON picks the interpreter that creates the venv (default python3). The
-# interop tests find the venv's interpreter in XDS_INTEROP_PYTHON, exported here.
+# Environment: PYTHON picks the interpreter that creates the venv (default python3), NODE the
+# Node.js (default node; npm is found beside it or on PATH). The interop tests find the venv's
+# interpreter in XDS_INTEROP_PYTHON and Node.js in XDS_INTEROP_NODE, exported here.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -105,6 +109,41 @@ ensure_venv() {
 ensure_venv
 export XDS_INTEROP_PYTHON="$VENV_PY"
 
+# --- 2. Node.js packages -------------------------------------------------------------------
+
+NODE_DIR="$ROOT/tests/interop/node"
+NODE_LOCK="$NODE_DIR/package-lock.json"
+# Inside node_modules, so `npm ci` (which empties it first) removes it until it succeeds.
+NODE_STAMP="$NODE_DIR/node_modules/.xds-interop-package-lock.json"
+NODE_BIN="${NODE:-node}"
+
+node_loads_packages() {
+  (cd "$NODE_DIR" && "$NODE_BIN" -e "require('@grpc/grpc-js'); require('@grpc/grpc-js-xds')") >/dev/null 2>&1
+}
+
+ensure_node_modules() {
+  command -v "$NODE_BIN" >/dev/null 2>&1 ||
+    die "$NODE_BIN not found: install Node.js 18 or newer with npm (the grpc-js interop test runs on it)"
+  NODE_BIN="$(command -v "$NODE_BIN")"
+  "$NODE_BIN" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' ||
+    die "$NODE_BIN is Node.js $("$NODE_BIN" --version): 18 or newer is needed"
+  if [[ -f "$NODE_STAMP" ]] && cmp -s "$NODE_STAMP" "$NODE_LOCK" && node_loads_packages; then
+    say "Node.js packages in ${NODE_DIR#"$ROOT"/}/node_modules are up to date"
+    return
+  fi
+  local npm
+  npm="$(dirname "$NODE_BIN")/npm"
+  [[ -x "$npm" ]] || npm="$(command -v npm)" || die "npm not found beside $NODE_BIN or on PATH: install npm"
+  say "installing the pinned Node.js packages of ${NODE_LOCK#"$ROOT"/} (npm ci)"
+  (cd "$NODE_DIR" && "$npm" ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
+    die "npm ci could not install ${NODE_LOCK#"$ROOT"/} into ${NODE_DIR#"$ROOT"/}/node_modules"
+  node_loads_packages || die "$NODE_BIN cannot load @grpc/grpc-js-xds after npm ci in ${NODE_DIR#"$ROOT"/}"
+  cp "$NODE_LOCK" "$NODE_STAMP"
+}
+
+ensure_node_modules
+export XDS_INTEROP_NODE="$NODE_BIN"
+
 # --- arguments -----------------------------------------------------------------------------
 
 cargo_args=()
@@ -138,12 +177,12 @@ for arg in "${cargo_args[@]+"${cargo_args[@]}"}"; do
   prev="$arg"
 done
 
-# --- 2. binaries ---------------------------------------------------------------------------
+# --- 3. binaries ---------------------------------------------------------------------------
 
 say "cargo build --workspace --bins${build_args[*]+" ${build_args[*]}"}"
 cargo build --workspace --bins "${build_args[@]+"${build_args[@]}"}"
 
-# --- 3. tests ------------------------------------------------------------------------------
+# --- 4. tests ------------------------------------------------------------------------------
 
 run_tests() {
   say "cargo test $*${test_args[*]+" -- ${test_args[*]}"}"

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: start a server on a loopback port, open a raw ADS
 //! stream with the generated tonic client, send requests and read responses with bounded waits.
 
+pub mod interop;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -119,3 +119,93 @@ async fn unary_fetch_returns_the_current_state() {
     let r = client.fetch_clusters(request(Some("n1"), "", &[], "", "")).await.expect("fetch").into_inner();
     assert_eq!(xds_tests::resource_names(&r), ["a"]);
 }
+
+#[tokio::test]
+async fn csds_on_the_admin_port_reports_each_clients_status_per_type() {
+    use xds_core::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, NodeMatcher, StringMatcher};
+    use xds_core::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    use xds_core::envoy::service::status::v3::{ClientStatusRequest, ClientStatusResponse, ConfigStatus};
+    use xds_core::type_url::ENDPOINT;
+
+    let cache = Arc::new(SnapshotCache::new());
+    cache.set_snapshot("gw-1", snapshot("1"));
+    let server = XdsServer::builder().build(cache.clone());
+    let clients = server.clients();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve_with_listener(listener, async move {
+        let _ = stopped.await;
+    }));
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = admin_listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(admin_listener, admin::router(Admin::new(clients))).await });
+    let mut csds =
+        ClientStatusDiscoveryServiceClient::connect(format!("http://{admin_addr}")).await.expect("CSDS over h2c");
+    let by_id = |pattern: MatchPattern| ClientStatusRequest {
+        node_matchers: vec![NodeMatcher {
+            node_id: Some(StringMatcher { ignore_case: false, match_pattern: Some(pattern) }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let cds_of = |r: &ClientStatusResponse| {
+        let config = r.config.iter().find(|c| c.node.as_ref().is_some_and(|n| n.id == "gw-1")).expect("gw-1 listed");
+        config.generic_xds_configs.iter().find(|g| g.type_url == CLUSTER).cloned().expect("CDS listed")
+    };
+
+    // Sent, not yet ACKed: STALE. Endpoints of a cluster that does not exist: NOT_SENT.
+    let mut c = AdsClient::connect(addr).await.expect("open");
+    c.send(request(Some("gw-1"), CLUSTER, &[], "", "")).await;
+    let r1 = c.recv().await;
+    c.send(request(None, ENDPOINT, &["x"], "", "")).await;
+    c.expect_silence().await;
+    let all = csds.fetch_client_status(ClientStatusRequest::default()).await.expect("fetch").into_inner();
+    assert_eq!(cds_of(&all).config_status, ConfigStatus::Stale as i32, "{all:?}");
+    assert_eq!(cds_of(&all).version_info, "", "nothing ACKed yet");
+    let eds = all.config[0].generic_xds_configs.iter().find(|g| g.type_url == ENDPOINT).expect("EDS listed");
+    assert_eq!(eds.config_status, ConfigStatus::NotSent as i32, "{all:?}");
+
+    // ACKed: SYNCED at that version, with when.
+    c.send(request(None, CLUSTER, &[], &r1.version_info, &r1.nonce)).await;
+    c.expect_silence().await;
+    let acked = csds.fetch_client_status(ClientStatusRequest::default()).await.expect("fetch").into_inner();
+    let cds = cds_of(&acked);
+    assert_eq!((cds.config_status, cds.version_info.as_str()), (ConfigStatus::Synced as i32, r1.version_info.as_str()));
+    assert!(cds.last_updated.is_some_and(|t| t.seconds > 0));
+
+    // NACKed: ERROR, the client's error text and the rejected version; still at the ACKed one.
+    cache.set_snapshot("gw-1", snapshot("2"));
+    let r2 = c.recv().await;
+    let mut nack = request(None, CLUSTER, &[], &r1.version_info, &r2.nonce);
+    nack.error_detail = Some(RpcStatus { code: 3, message: "cluster a: bad alt_stat_name".into(), details: vec![] });
+    c.send(nack).await;
+    c.expect_silence().await;
+
+    // Over the streaming method, with node matchers: one answer per request.
+    let (requests, receiver) = tokio::sync::mpsc::channel(4);
+    let mut answers = csds
+        .stream_client_status(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("stream")
+        .into_inner();
+    requests.send(by_id(MatchPattern::Prefix("gw-".into()))).await.expect("send");
+    let nacked = answers.message().await.expect("answer").expect("one");
+    let cds = cds_of(&nacked);
+    assert_eq!((cds.config_status, cds.version_info.as_str()), (ConfigStatus::Error as i32, r1.version_info.as_str()));
+    let failure = cds.error_state.expect("the NACK");
+    assert_eq!(
+        (failure.details.as_str(), failure.version_info.as_str()),
+        ("cluster a: bad alt_stat_name", r2.version_info.as_str())
+    );
+    requests.send(by_id(MatchPattern::Exact("gw-2".into()))).await.expect("send");
+    assert!(answers.message().await.expect("answer").expect("one").config.is_empty(), "no such node");
+    let metadata = ClientStatusRequest {
+        node_matchers: vec![NodeMatcher { node_metadatas: vec![Default::default()], ..Default::default() }],
+        ..Default::default()
+    };
+    requests.send(metadata).await.expect("send");
+    let refused = answers.message().await.expect_err("metadata matchers are refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    let _ = stop.send(());
+}

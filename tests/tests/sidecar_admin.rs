@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use xds_core::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+use xds_core::envoy::service::status::v3::{ClientStatusRequest, ConfigStatus};
 use xds_core::type_url::{CLUSTER, SECRET};
 use xds_examples::sidecar::{self, Options};
 use xds_tests::{http, request, resource_names, AdsClient};
@@ -92,6 +94,15 @@ async fn admin_reload_errors_and_per_node_secrets() {
     let clients: serde_json::Value = serde_json::from_str(&body).expect("json");
     let b = clients["clients"].as_array().expect("list").iter().find(|c| c["node_id"] == "envoy-b").expect("envoy-b");
     assert_eq!(b["streams"][0]["types"][CLUSTER]["last_acked_version"], cds.version_info.as_str(), "{body}");
+
+    // The same, over CSDS on the admin port: envoy-b's clusters are SYNCED at that version.
+    let mut csds =
+        ClientStatusDiscoveryServiceClient::connect(format!("http://{admin}")).await.expect("CSDS on the admin port");
+    let status = csds.fetch_client_status(ClientStatusRequest::default()).await.expect("fetch").into_inner();
+    let b = status.config.iter().find(|c| c.node.as_ref().is_some_and(|n| n.id == "envoy-b")).expect("envoy-b");
+    let clusters = b.generic_xds_configs.iter().find(|g| g.type_url == CLUSTER).expect("CDS");
+    assert_eq!(clusters.version_info, cds.version_info);
+    assert_eq!(clusters.config_status, ConfigStatus::Synced as i32);
 
     let (code, body) = http(admin, "GET", "/config_dump", "").await;
     assert_eq!(code, 200);

@@ -1,4 +1,6 @@
-//! An admin HTTP router (axum): `/healthz`, `/ready`, `/config_dump`, `/clients`, `/metrics`.
+//! An admin HTTP router (axum): `/healthz`, `/ready`, `/config_dump`, `/clients`, `/metrics`,
+//! and the gRPC Client Status Discovery Service ([`crate::csds`]) on the same port (HTTP/2
+//! without TLS, as `grpcurl -plaintext` and gRPC clients with insecure credentials speak it).
 //!
 //! Mount it on its own listener (the sidecar serves it on 127.0.0.1:19000):
 //!
@@ -25,7 +27,11 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use xds_cache::SnapshotCache;
 
+use crate::csds::ClientStatusService;
 use crate::status::ClientRegistry;
+
+/// The paths of CSDS's methods.
+const CSDS_METHODS: &str = "/envoy.service.status.v3.ClientStatusDiscoveryService/{*method}";
 
 type DumpFn = dyn Fn() -> Value + Send + Sync;
 
@@ -102,7 +108,9 @@ pub fn snapshot_cache_dump(cache: &SnapshotCache) -> Value {
 
 /// The admin router.
 pub fn router(admin: Admin) -> Router {
+    let csds = ClientStatusService::new(admin.clients.clone()).into_server();
     Router::new()
+        .route_service(CSDS_METHODS, csds)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/config_dump", get(config_dump))

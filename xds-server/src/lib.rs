@@ -41,6 +41,7 @@ mod body;
 mod callbacks;
 mod codec;
 mod conn;
+pub mod csds;
 mod error;
 mod fetch;
 mod io;

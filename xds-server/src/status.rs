@@ -209,6 +209,12 @@ impl StreamHandle {
         s.stream.node_cluster = cluster.to_string();
     }
 
+    /// Records that the stream asked for type `t`, so the type is listed (as subscribed, nothing
+    /// sent) before its first response: a client waiting for resources that do not exist shows.
+    pub(crate) fn subscribed(&self, t: &str) {
+        self.with_type(t, |_| {});
+    }
+
     pub(crate) fn sent(&self, t: &str, version: &Arc<str>, bytes: usize) {
         self.with_type(t, |live| {
             live.last_sent_version = Some(version.clone());

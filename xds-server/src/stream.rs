@@ -271,6 +271,7 @@ async fn on_request<P: Protocol>(
     let kind = match &applied.kind {
         RequestKind::Initial => {
             debug!(node = node_id, r#type = short, version, nonce, names, "request");
+            ctx.status.subscribed(&applied.type_url);
             "initial"
         }
         RequestKind::Ack => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interoperability test: grpcio's proxyless xDS client against `xds-sidecar`.
 
-    grpcio_client.py --sidecar PATH/TO/xds-sidecar
+    grpcio_client.py --sidecar PATH/TO/xds-sidecar [--mtls DIR]
 
 Starts three gRPC backends on 127.0.0.1 (each serves grpc.health.v1.Health and counts the
 Check calls it receives), writes a registry naming two of them, starts `xds-sidecar` on a free
@@ -16,6 +16,14 @@ Then checks, every wait bounded:
    endpoints;
 5. with the sidecar's gRPC health checks on, a backend whose checks fail stops receiving RPCs
    and receives them again once it recovers.
+
+With --mtls DIR (ca.pem, server.pem, server-key.pem, client.pem, client-key.pem, the client
+certificate carrying the URI SAN MTLS_IDENTITY) the sidecar serves xDS over mutual TLS with that
+identity bound to the node id, the bootstrap's channel_creds are `tls` with the client
+certificate (gRFC A65), and two steps run: the exchange over mutual TLS, with /clients
+showing the certificate identity on the client's stream; and a client with the same
+certificate claiming another node id is refused (PERMISSION_DENIED, logged by the sidecar) and
+gets no configuration.
 
 Prints one progress line per step. Exits 0 on success; on failure prints why, the sidecar's
 log and exits 1. Debug the client with GRPC_VERBOSITY=debug
@@ -36,6 +44,21 @@ from concurrent import futures
 
 SERVICE = "myservice"
 NODE_ID = "interop-test"
+MTLS_IDENTITY = "spiffe://interop.test/grpcio"
+# A node the certificate of MTLS_IDENTITY may not claim.
+OTHER_NODE_ID = "someone-else"
+# Run in a process of its own (a process has one xDS client, made from the bootstrap in its
+# environment): one call, printing how it ended.
+REFUSED_PROBE = """
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+channel = grpc.insecure_channel("xds:///myservice")
+try:
+    health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name, e.details())
+"""
 CHECK_METHOD = "/grpc.health.v1.Health/Check"
 # The gRPC health service name the sidecar checks in step 5 (the client's calls use "").
 HEALTH_SERVICE = "xds-sidecar-check"
@@ -73,25 +96,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-def bootstrap_json(xds_port):
+def bootstrap_json(xds_port, mtls_dir=None, node_id=NODE_ID):
+    if mtls_dir is None:
+        server_uri, creds = f"127.0.0.1:{xds_port}", {"type": "insecure"}
+    else:
+        # The name the server certificate carries (it has 127.0.0.1 too).
+        server_uri = f"localhost:{xds_port}"
+        creds = {
+            "type": "tls",
+            "config": {
+                "ca_certificate_file": os.path.join(mtls_dir, "ca.pem"),
+                "certificate_file": os.path.join(mtls_dir, "client.pem"),
+                "private_key_file": os.path.join(mtls_dir, "client-key.pem"),
+            },
+        }
     return json.dumps(
         {
-            "xds_servers": [
-                {
-                    "server_uri": f"127.0.0.1:{xds_port}",
-                    "channel_creds": [{"type": "insecure"}],
-                    "server_features": ["xds_v3"],
-                }
-            ],
-            "node": {"id": NODE_ID, "locality": {"zone": "z"}},
+            "xds_servers": [{"server_uri": server_uri, "channel_creds": [creds], "server_features": ["xds_v3"]}],
+            "node": {"id": node_id, "locality": {"zone": "z"}},
         }
     )
 
 
-def set_bootstrap(xds_port):
+def set_bootstrap(xds_port, mtls_dir=None):
     # A bootstrap file named by GRPC_XDS_BOOTSTRAP would win over the inline one.
     os.environ.pop("GRPC_XDS_BOOTSTRAP", None)
-    os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = bootstrap_json(xds_port)
+    os.environ["GRPC_XDS_BOOTSTRAP_CONFIG"] = bootstrap_json(xds_port, mtls_dir)
 
 
 def import_grpc():
@@ -183,9 +213,10 @@ def edit_in_place(path, text):
 class Sidecar:
     """The `xds-sidecar` process, its log captured in a file."""
 
-    def __init__(self, binary, config, workdir):
+    def __init__(self, binary, config, workdir, extra_args=()):
         self.binary = binary
         self.config = config
+        self.extra_args = list(extra_args)
         self.log_path = os.path.join(workdir, "sidecar.log")
         self.proc = None
         self.port = None
@@ -210,7 +241,7 @@ class Sidecar:
                 "--log-level",
                 # Every xDS request and response and every reload, without HTTP/2 frames.
                 "info,xds_server=debug,xds_cache=debug,xds_examples=debug",
-            ]
+            ] + self.extra_args
             log(f"starting {' '.join(args)}")
             with open(self.log_path, "ab") as out:
                 self.proc = subprocess.Popen(
@@ -330,6 +361,82 @@ def wait_for_log(sidecar, needle, timeout):
     return False
 
 
+def expect_acked(sidecar):
+    """Checks in /clients that NODE_ID holds (has ACKed) the version last sent of LDS, RDS, CDS
+    and EDS; returns what it holds per type and its streams."""
+    clients = sidecar.admin_json("/clients")["clients"]
+    ours = [c for c in clients if c["node_id"] == NODE_ID]
+    if not ours:
+        raise TestFailure(f"/clients does not list node {NODE_ID}: {clients}")
+    held = {}
+    for stream in ours[0]["streams"]:
+        for t in stream["types"].values():
+            held[t["type"]] = (t["last_sent_version"], t["last_acked_version"], t["last_nack"])
+    for short in ("LDS", "RDS", "CDS", "EDS"):
+        sent, acked, nack = held.get(short, (None, None, None))
+        if not sent or sent != acked or nack:
+            raise TestFailure(f"/clients: {short} of {NODE_ID} should be ACKed at the version sent: {held}")
+    return held, ours[0]["streams"]
+
+
+def run_mtls(binary, workdir, mtls_dir):
+    """Step 1 over mutual TLS, the client's certificate identity bound to its node id."""
+    backends = [Backend(f"backend{i}") for i in (1, 2)]
+    b1, b2 = backends
+    registry = os.path.join(workdir, "registry.yaml")
+    replace_file(registry, registry_yaml([b1.address, b2.address]))
+    pem = lambda name: os.path.join(mtls_dir, name)  # noqa: E731
+    tls_args = [
+        "--tls-cert", pem("server.pem"),
+        "--tls-key", pem("server-key.pem"),
+        "--tls-client-ca", pem("ca.pem"),
+        "--bind-identity", f"{MTLS_IDENTITY}={NODE_ID}",
+    ]
+    sidecar = Sidecar(binary, registry, workdir, tls_args)
+    client = None
+    try:
+        sidecar.start()
+        set_bootstrap(sidecar.port, mtls_dir)
+        client = Client()
+        log(f"step 1 over mutual TLS: round robin over {b1.label} and {b2.label}")
+        wait_for_traffic(client, sidecar, backends, [b1, b2], [], FIRST_ROUND_ROBIN_TIMEOUT, "first RPCs")
+        held, streams = expect_acked(sidecar)
+        identities = sorted({i for s in streams for i in s["identities"]})
+        if identities != [MTLS_IDENTITY]:
+            raise TestFailure(f"/clients should show the client certificate's identity {MTLS_IDENTITY}, not {identities}")
+        log(f"step 1: /clients shows {NODE_ID} as {identities[0]}, holding what it was sent: {sorted(held)}")
+
+        log(f"step 2: the same certificate claiming node {OTHER_NODE_ID} (another process)")
+        env = dict(os.environ, GRPC_XDS_BOOTSTRAP_CONFIG=bootstrap_json(sidecar.port, mtls_dir, OTHER_NODE_ID))
+        probe = subprocess.run(
+            [sys.executable, "-c", REFUSED_PROBE], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        outcome = probe.stdout.strip()
+        if probe.returncode != 0 or not outcome or outcome.startswith("OK"):
+            raise TestFailure(
+                f"the call as {OTHER_NODE_ID} should fail: {outcome!r} (exit {probe.returncode}) {probe.stderr[-2000:]}"
+            )
+        if not wait_for_log(sidecar, "PermissionDenied", INVALID_EDIT_LOG_WAIT) or OTHER_NODE_ID not in sidecar.log_text():
+            raise TestFailure(f"xds-sidecar did not log refusing {OTHER_NODE_ID} with PermissionDenied")
+        lines = [l for l in sidecar.log_text().splitlines() if "PermissionDenied" in l]
+        if not any(OTHER_NODE_ID in l for l in lines):
+            raise TestFailure(f"the PermissionDenied lines do not name {OTHER_NODE_ID}: {lines[:3]}")
+        listed = [c["node_id"] for c in sidecar.admin_json("/clients")["clients"]]
+        if OTHER_NODE_ID in listed:
+            raise TestFailure(f"/clients lists {OTHER_NODE_ID}, which should have been refused: {listed}")
+        log(f"step 2: refused ({outcome[:120]}); the sidecar logged: {lines[0][-200:]}")
+        sidecar.check_alive()
+    except BaseException:
+        print_sidecar_log(sidecar)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        sidecar.stop()
+        for b in backends:
+            b.stop()
+
+
 def run(binary, workdir):
     backends = [Backend(f"backend{i}") for i in (1, 2, 3)]
     b1, b2, b3 = backends
@@ -352,18 +459,7 @@ def run(binary, workdir):
         if errors or spread[b1.label] < 5 or spread[b2.label] < 5 or spread[b3.label]:
             raise TestFailure(f"20 calls were not balanced round robin: calls per backend {spread}, errors {errors[:3]}")
         log(f"step 1: 20 calls balanced {spread}")
-        clients = sidecar.admin_json("/clients")["clients"]
-        ours = [c for c in clients if c["node_id"] == NODE_ID]
-        if not ours:
-            raise TestFailure(f"/clients does not list node {NODE_ID}: {clients}")
-        held = {}
-        for stream in ours[0]["streams"]:
-            for t in stream["types"].values():
-                held[t["type"]] = (t["last_sent_version"], t["last_acked_version"], t["last_nack"])
-        for short in ("LDS", "RDS", "CDS", "EDS"):
-            sent, acked, nack = held.get(short, (None, None, None))
-            if not sent or sent != acked or nack:
-                raise TestFailure(f"/clients: {short} of {NODE_ID} should be ACKed at the version sent: {held}")
+        held, _ = expect_acked(sidecar)
         log(f"step 1: the sidecar's /clients shows the client holding what it was sent: {sorted(held)}")
 
         log(f"step 2: registry replaced by rename: {b2.label} -> {b3.label}")
@@ -433,6 +529,7 @@ def main():
     signal.signal(signal.SIGTERM, terminated)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sidecar", required=True, help="path of the xds-sidecar binary")
+    parser.add_argument("--mtls", metavar="DIR", help="serve over mutual TLS with the certificates in DIR (step 1 only)")
     args = parser.parse_args()
     binary = os.path.abspath(args.sidecar)
     if not os.access(binary, os.X_OK):
@@ -440,11 +537,14 @@ def main():
         return 1
     # The bootstrap must be in the environment before grpc creates its xDS client; it is set
     # again with the sidecar's actual port before the channel is created.
-    set_bootstrap(free_port())
+    set_bootstrap(free_port(), args.mtls)
     import_grpc()
     with tempfile.TemporaryDirectory(prefix="xds-grpcio-interop-") as workdir:
         try:
-            run(binary, workdir)
+            if args.mtls:
+                run_mtls(binary, workdir, os.path.abspath(args.mtls))
+            else:
+                run(binary, workdir)
         except TestFailure as e:
             print(f"[grpcio-interop] FAIL: {e}", file=sys.stderr, flush=True)
             return 1

@@ -2,6 +2,7 @@
 //! stream with the generated tonic client, send requests and read responses with bounded waits.
 
 pub mod interop;
+pub mod pki;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

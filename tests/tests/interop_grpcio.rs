@@ -2,7 +2,8 @@
 //! balancing RPCs over backends that the `xds-sidecar` binary serves from its registry file.
 //!
 //! The scenario lives in `tests/interop/grpcio_client.py` (round robin over two backends,
-//! registry replaced by rename, edited in place, then made invalid); this test runs it with
+//! registry replaced by rename, edited in place, then made invalid; and its first step again
+//! over mutual TLS with certificates generated here); these tests run it with
 //! the interpreter of the virtualenv `tests/run-all.sh` prepares (`XDS_INTEROP_PYTHON`, else
 //! `.venv/bin/python`) and fails with the script's output and the sidecar's log if it fails.
 //! Without that virtualenv the test fails and says to run `tests/run-all.sh`: it never skips.
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use xds_tests::interop::{repo_root, run_scenario, sidecar};
+use xds_tests::pki::{server_sans, Pki};
 
 /// The environment variable `tests/run-all.sh` exports: the virtualenv's Python.
 const PYTHON_ENV: &str = "XDS_INTEROP_PYTHON";
@@ -47,5 +49,29 @@ fn grpcio_round_robins_and_follows_registry_edits() {
     let script = repo_root().join("tests/interop/grpcio_client.py");
     let mut command = Command::new(&python);
     command.arg(&script).arg("--sidecar").arg(&sidecar).env("PYTHONUNBUFFERED", "1");
+    run_scenario(command, &script);
+}
+
+#[test]
+fn grpcio_over_mutual_tls_with_its_certificate_bound_to_its_node() {
+    let python = python();
+    let sidecar = sidecar();
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (server, server_key) = pki.leaf(server_sans());
+    let identity = "spiffe://interop.test/grpcio".try_into().expect("a URI");
+    let (client, client_key) = pki.leaf(vec![rcgen::SanType::URI(identity)]);
+    for (name, pem) in [
+        ("ca.pem", &pki.ca_pem),
+        ("server.pem", &server),
+        ("server-key.pem", &server_key),
+        ("client.pem", &client),
+        ("client-key.pem", &client_key),
+    ] {
+        std::fs::write(dir.path().join(name), pem).expect("write a certificate");
+    }
+    let script = repo_root().join("tests/interop/grpcio_client.py");
+    let mut command = Command::new(&python);
+    command.arg(&script).arg("--sidecar").arg(&sidecar).arg("--mtls").arg(dir.path()).env("PYTHONUNBUFFERED", "1");
     run_scenario(command, &script);
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+use rcgen::SanType;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use xds_cache::{Snapshot, SnapshotCache};
@@ -10,35 +10,8 @@ use xds_core::envoy::config::cluster::v3::Cluster;
 use xds_core::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use xds_core::type_url::CLUSTER;
 use xds_server::{TlsConfig, XdsServer};
+use xds_tests::pki::{server_sans, Pki};
 use xds_tests::{request, resource_names, TestServer, WAIT};
-
-struct Pki {
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("key");
-        let ca = params.self_signed(&key).expect("ca");
-        Self { ca_pem: ca.pem(), issuer: Issuer::new(params, key) }
-    }
-
-    /// (cert PEM, key PEM) for the given SANs.
-    fn leaf(&self, sans: Vec<SanType>) -> (String, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.subject_alt_names = sans;
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn server_sans() -> Vec<SanType> {
-    vec![SanType::DnsName("localhost".try_into().expect("dns")), SanType::IpAddress([127, 0, 0, 1].into())]
-}
 
 /// TLS with a certificate from `pki`, no client certificates.
 fn server_only(pki: &Pki) -> TlsConfig {

@@ -31,6 +31,7 @@ GRPC_TRACE=xds_client,xds_resolver,cds_lb (inherited from the environment).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -361,6 +362,24 @@ def wait_for_log(sidecar, needle, timeout):
     return False
 
 
+@contextlib.contextmanager
+def running(sidecar, backends):
+    """Around a scenario: prints the sidecar's log if it fails; then closes the clients it put in
+    the yielded list, stops the sidecar and the backends."""
+    clients = []
+    try:
+        yield clients
+    except BaseException:
+        print_sidecar_log(sidecar)
+        raise
+    finally:
+        for client in clients:
+            client.close()
+        sidecar.stop()
+        for b in backends:
+            b.stop()
+
+
 def expect_acked(sidecar):
     """Checks in /clients that NODE_ID holds (has ACKed) the version last sent of LDS, RDS, CDS
     and EDS; returns what it holds per type and its streams."""
@@ -393,11 +412,11 @@ def run_mtls(binary, workdir, mtls_dir):
         "--bind-identity", f"{MTLS_IDENTITY}={NODE_ID}",
     ]
     sidecar = Sidecar(binary, registry, workdir, tls_args)
-    client = None
-    try:
+    with running(sidecar, backends) as clients:
         sidecar.start()
         set_bootstrap(sidecar.port, mtls_dir)
         client = Client()
+        clients.append(client)
         log(f"step 1 over mutual TLS: round robin over {b1.label} and {b2.label}")
         wait_for_traffic(client, sidecar, backends, [b1, b2], [], FIRST_ROUND_ROBIN_TIMEOUT, "first RPCs")
         held, streams = expect_acked(sidecar)
@@ -426,15 +445,6 @@ def run_mtls(binary, workdir, mtls_dir):
             raise TestFailure(f"/clients lists {OTHER_NODE_ID}, which should have been refused: {listed}")
         log(f"step 2: refused ({outcome[:120]}); the sidecar logged: {lines[0][-200:]}")
         sidecar.check_alive()
-    except BaseException:
-        print_sidecar_log(sidecar)
-        raise
-    finally:
-        if client is not None:
-            client.close()
-        sidecar.stop()
-        for b in backends:
-            b.stop()
 
 
 def run(binary, workdir):
@@ -444,11 +454,11 @@ def run(binary, workdir):
     registry = os.path.join(workdir, "registry.yaml")
     replace_file(registry, registry_yaml([b1.address, b2.address]))
     sidecar = Sidecar(binary, registry, workdir)
-    client = None
-    try:
+    with running(sidecar, backends) as clients:
         sidecar.start()
         set_bootstrap(sidecar.port)
         client = Client()
+        clients.append(client)
 
         log(f"step 1: round robin over {b1.label} and {b2.label}")
         wait_for_traffic(client, sidecar, backends, [b1, b2], [b3], FIRST_ROUND_ROBIN_TIMEOUT, "first RPCs")
@@ -500,15 +510,6 @@ def run(binary, workdir):
         b3.set_serving(True)
         wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, f"{b3.label} recovered")
         sidecar.check_alive()
-    except BaseException:
-        print_sidecar_log(sidecar)
-        raise
-    finally:
-        if client is not None:
-            client.close()
-        sidecar.stop()
-        for b in backends:
-            b.stop()
 
 
 def print_sidecar_log(sidecar):

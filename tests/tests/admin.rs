@@ -1,20 +1,42 @@
 //! Admin pages (`/healthz`, `/ready`, `/clients`, `/config_dump`, `/metrics`), REST-JSON
 //! polling and unary fetch, against what a client actually holds.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
 use xds_cache::{Snapshot, SnapshotCache};
 use xds_core::envoy::config::cluster::v3::Cluster;
 use xds_core::google::rpc::Status as RpcStatus;
 use xds_core::type_url::CLUSTER;
 use xds_server::admin::{self, Admin};
-use xds_server::XdsServer;
+use xds_server::{ClientRegistry, XdsServer};
 use xds_tests::{http, request, AdsClient, TestServer};
 
 fn snapshot(tag: &str) -> Snapshot {
     Snapshot::builder().resource(&Cluster { name: "a".into(), alt_stat_name: tag.into(), ..Default::default() }).build()
+}
+
+/// Serves `server`, and on a second loopback port the admin router of what `admin` makes of its
+/// clients: (xDS address, admin address, the admin pages' handle, what stops the xDS server).
+async fn serve_with_admin(
+    server: XdsServer,
+    admin: impl FnOnce(Arc<ClientRegistry>) -> Admin,
+) -> (SocketAddr, SocketAddr, Admin, oneshot::Sender<()>) {
+    let admin = admin(server.clients());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve_with_listener(listener, async move {
+        let _ = stopped.await;
+    }));
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_addr = admin_listener.local_addr().expect("addr");
+    let handle = admin.clone();
+    tokio::spawn(async move { axum::serve(admin_listener, admin::router(admin)).await });
+    (addr, admin_addr, handle, stop)
 }
 
 #[tokio::test]
@@ -22,24 +44,13 @@ async fn admin_pages_show_what_clients_hold() {
     let mut registry = Registry::default();
     let builder = XdsServer::builder().metrics(&mut registry);
     let cache = Arc::new(SnapshotCache::new());
-    // Build the server here to reach its client registry, then serve it like TestServer does.
-    let server = builder.build(cache.clone());
-    let clients = server.clients();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_with_listener(listener, async move {
-        let _ = stopped.await;
-    }));
-
     let dump_cache = cache.clone();
-    let admin = Admin::new(clients)
-        .metrics(Arc::new(Mutex::new(registry)))
-        .config_dump(move || admin::snapshot_cache_dump(&dump_cache));
-    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let admin_addr = admin_listener.local_addr().expect("addr");
-    let ready = admin.clone();
-    tokio::spawn(async move { axum::serve(admin_listener, admin::router(admin)).await });
+    let (addr, admin_addr, ready, stop) = serve_with_admin(builder.build(cache.clone()), |clients| {
+        Admin::new(clients)
+            .metrics(Arc::new(Mutex::new(registry)))
+            .config_dump(move || admin::snapshot_cache_dump(&dump_cache))
+    })
+    .await;
 
     assert_eq!(http(admin_addr, "GET", "/healthz", "").await.0, 200);
     assert_eq!(http(admin_addr, "GET", "/ready", "").await.0, 503, "not ready before the first configuration");
@@ -129,17 +140,7 @@ async fn csds_on_the_admin_port_reports_each_clients_status_per_type() {
 
     let cache = Arc::new(SnapshotCache::new());
     cache.set_snapshot("gw-1", snapshot("1"));
-    let server = XdsServer::builder().build(cache.clone());
-    let clients = server.clients();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_with_listener(listener, async move {
-        let _ = stopped.await;
-    }));
-    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let admin_addr = admin_listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(admin_listener, admin::router(Admin::new(clients))).await });
+    let (addr, admin_addr, _, stop) = serve_with_admin(XdsServer::builder().build(cache.clone()), Admin::new).await;
     let mut csds =
         ClientStatusDiscoveryServiceClient::connect(format!("http://{admin_addr}")).await.expect("CSDS over h2c");
     let by_id = |pattern: MatchPattern| ClientStatusRequest {

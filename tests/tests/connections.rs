@@ -173,6 +173,11 @@ fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
     types
 }
 
+/// Cluster `c` at a CDS version of our choosing.
+fn snapshot(version: &str) -> Snapshot {
+    Snapshot::builder().version(CLUSTER, version).resource(&Cluster { name: "c".into(), ..Default::default() }).build()
+}
+
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame.
 const EMPTY_SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
@@ -182,12 +187,6 @@ const GOAWAY: u8 = 7;
 async fn connections_beyond_the_limit_are_closed_and_those_served_keep_their_streams() {
     use tokio::io::AsyncWriteExt;
     let cache = Arc::new(SnapshotCache::new());
-    let snapshot = |version: &str| {
-        Snapshot::builder()
-            .version(CLUSTER, version)
-            .resource(&Cluster { name: "c".into(), ..Default::default() })
-            .build()
-    };
     cache.set_snapshot("n1", snapshot("1"));
     let mut registry = prometheus_client::registry::Registry::default();
     let builder = XdsServer::builder().max_connections(Some(2)).metrics(&mut registry);
@@ -245,12 +244,6 @@ async fn connections_beyond_the_limit_are_closed_and_those_served_keep_their_str
 async fn a_connection_that_sends_no_request_in_time_is_closed_and_one_that_did_is_kept() {
     use tokio::io::AsyncWriteExt;
     let cache = Arc::new(SnapshotCache::new());
-    let snapshot = |version: &str| {
-        Snapshot::builder()
-            .version(CLUSTER, version)
-            .resource(&Cluster { name: "c".into(), ..Default::default() })
-            .build()
-    };
     cache.set_snapshot("n1", snapshot("1"));
     let timeout = Duration::from_millis(300);
     let mut registry = prometheus_client::registry::Registry::default();

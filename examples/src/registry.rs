@@ -151,17 +151,20 @@ impl fmt::Display for Locality {
     }
 }
 
-/// How clients pick an endpoint: the Cluster's `lb_policy`.
+/// How clients pick an endpoint: the Cluster's load-balancing policy.
 ///
-/// Envoy accepts every policy. Proxyless gRPC clients are stricter, and an unsupported policy
-/// makes them reject the Cluster (XDS-PROTOCOL.md rule 24):
+/// Envoy implements every policy; proxyless gRPC clients NACK a Cluster whose `lb_policy` they
+/// do not implement (XDS-PROTOCOL.md rule 24). So `least_request`, `random` and `maglev` are sent
+/// as the Cluster's `load_balancing_policy`, a list of preferences from which each client takes
+/// the first it implements (gRFC A52; [`crate::resources::lb_config`]):
 ///
 /// | policy | Envoy | proxyless gRPC |
 /// |---|---|---|
 /// | `round_robin` | yes | every client |
-/// | `ring_hash` | yes | gRFC A42: grpc C-core (Python, C++...), Java, Go |
-/// | `least_request` | yes | gRFC A48: recent grpc-java and grpc-go; not tonic's xds-client |
-/// | `random`, `maglev` | yes | none: they NACK the Cluster |
+/// | `ring_hash` | yes | gRFC A42: grpc C-core (Python, C++...), Java, Go, grpc-js |
+/// | `least_request` | yes | gRFC A48 where implemented (recent grpc-java, grpc-go); round robin elsewhere (grpc-js) |
+/// | `random` | yes | round robin |
+/// | `maglev` | yes | ring hash where implemented, else round robin |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -191,8 +194,8 @@ impl LbPolicy {
         }
     }
 
-    /// Whether proxyless gRPC clients reject a Cluster with this policy whatever their version.
-    pub fn rejected_by_grpc(self) -> bool {
+    /// Whether no proxyless gRPC client implements this policy (they use a fallback instead).
+    pub fn unknown_to_grpc(self) -> bool {
         matches!(self, Self::Random | Self::Maglev)
     }
 }
@@ -524,11 +527,12 @@ impl Registry {
                     s.name
                 ));
             }
-            if s.lb_policy.rejected_by_grpc() {
+            if s.lb_policy.unknown_to_grpc() {
                 warnings.push(format!(
-                    "service {:?} uses lb_policy {}: proxyless gRPC clients reject (NACK) its Cluster; only Envoy can use it",
+                    "service {:?} uses lb_policy {}: only Envoy implements it; proxyless gRPC clients use {} instead",
                     s.name,
-                    s.lb_policy.as_str()
+                    s.lb_policy.as_str(),
+                    if s.lb_policy == LbPolicy::Maglev { "ring_hash (or round_robin)" } else { "round_robin" }
                 ));
             }
         }
@@ -1365,7 +1369,7 @@ mod tests {
                     .expect("valid");
             assert_eq!(r.services[0].lb_policy, policy);
             assert_eq!(policy.as_str(), name);
-            assert_eq!(r.warnings().len(), usize::from(policy.rejected_by_grpc()), "{name}");
+            assert_eq!(r.warnings().len(), usize::from(policy.unknown_to_grpc()), "{name}");
         }
         let e = err("services:\n  - name: a\n    lb_policy: fastest\n    endpoints: []\n");
         assert_eq!(e.location.map(|l| l.0), Some(3), "{e}");

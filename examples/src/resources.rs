@@ -28,11 +28,11 @@
 use prost::{Message, Name};
 use xds_cache::Snapshot;
 use xds_core::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy};
-use xds_core::envoy::config::cluster::v3::Cluster;
+use xds_core::envoy::config::cluster::v3::{load_balancing_policy, Cluster, LoadBalancingPolicy};
 use xds_core::envoy::config::core::v3::{
     address, config_source, data_source, socket_address, transport_socket, Address, AggregatedConfigSource, ApiVersion,
     ConfigSource, DataSource, HealthStatus, Http1ProtocolOptions, Http2ProtocolOptions, Locality, Metadata,
-    SocketAddress, TransportSocket,
+    SocketAddress, TransportSocket, TypedExtensionConfig,
 };
 use xds_core::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
@@ -46,6 +46,11 @@ use xds_core::envoy::extensions::filters::http::router::v3::Router;
 use xds_core::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
+use xds_core::envoy::extensions::load_balancing_policies::least_request::v3::LeastRequest;
+use xds_core::envoy::extensions::load_balancing_policies::maglev::v3::Maglev;
+use xds_core::envoy::extensions::load_balancing_policies::random::v3::Random;
+use xds_core::envoy::extensions::load_balancing_policies::ring_hash::v3::{ring_hash, RingHash};
+use xds_core::envoy::extensions::load_balancing_policies::round_robin::v3::RoundRobin;
 use xds_core::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, secret, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
     Secret, TlsCertificate,
@@ -162,15 +167,51 @@ pub fn route_configuration(name: &str) -> RouteConfiguration {
     }
 }
 
-/// The Cluster `lb_policy` of a registry policy.
-pub fn lb_policy(policy: registry::LbPolicy) -> LbPolicy {
+/// How a Cluster asks for a registry policy: its `lb_policy`, and for some its
+/// `load_balancing_policy`.
+///
+/// Round robin and ring hash go in `lb_policy`, which Envoy and every proxyless gRPC client
+/// read. The others go in `load_balancing_policy`: a list in order of preference, from which
+/// each client takes the first policy it implements (gRFC A52; Envoy 1.25 and later) and
+/// ignores `lb_policy`. Envoy gets the policy asked for; a gRPC client without it gets ring hash
+/// (for maglev, the other consistent hash) or round robin, where the policy in `lb_policy`
+/// alone makes it NACK the Cluster (grpc-js: "unsupported lb_policy: LEAST_REQUEST").
+pub fn lb_config(policy: registry::LbPolicy) -> (LbPolicy, Option<LoadBalancingPolicy>) {
+    let preferences = |first: TypedExtensionConfig, fallbacks: &[TypedExtensionConfig]| {
+        let policies = std::iter::once(first)
+            .chain(fallbacks.iter().cloned())
+            .map(|config| load_balancing_policy::Policy { typed_extension_config: Some(config) })
+            .collect();
+        (LbPolicy::RoundRobin, Some(LoadBalancingPolicy { policies }))
+    };
+    let round_robin = extension("envoy.load_balancing_policies.round_robin", &RoundRobin::default());
     match policy {
-        registry::LbPolicy::RoundRobin => LbPolicy::RoundRobin,
-        registry::LbPolicy::LeastRequest => LbPolicy::LeastRequest,
-        registry::LbPolicy::Random => LbPolicy::Random,
-        registry::LbPolicy::RingHash => LbPolicy::RingHash,
-        registry::LbPolicy::Maglev => LbPolicy::Maglev,
+        registry::LbPolicy::RingHash => (LbPolicy::RingHash, None),
+        registry::LbPolicy::LeastRequest => preferences(
+            extension("envoy.load_balancing_policies.least_request", &LeastRequest::default()),
+            &[round_robin],
+        ),
+        registry::LbPolicy::Random => {
+            preferences(extension("envoy.load_balancing_policies.random", &Random::default()), &[round_robin])
+        }
+        registry::LbPolicy::Maglev => preferences(
+            extension("envoy.load_balancing_policies.maglev", &Maglev::default()),
+            // xxHash named: gRPC's ring hash takes no other, and not DEFAULT_HASH either.
+            &[
+                extension(
+                    "envoy.load_balancing_policies.ring_hash",
+                    &RingHash { hash_function: ring_hash::HashFunction::XxHash as i32, ..Default::default() },
+                ),
+                round_robin,
+            ],
+        ),
+        registry::LbPolicy::RoundRobin => (LbPolicy::RoundRobin, None),
     }
+}
+
+/// A typed extension config named `name`.
+fn extension<M: Message + Name>(name: &str, config: &M) -> TypedExtensionConfig {
+    TypedExtensionConfig { name: name.to_string(), typed_config: Some(any(config)) }
 }
 
 /// The `HttpProtocolOptions` that make Envoy speak `protocol` to the endpoints.
@@ -197,11 +238,13 @@ fn http_protocol_options(protocol: Protocol) -> HttpProtocolOptions {
 /// its load-balancing policy and connect timeout, and the HTTP version Envoy uses upstream
 /// (proxyless gRPC clients ignore that option).
 pub fn cluster(service: &Service) -> Cluster {
+    let (lb_policy, load_balancing_policy) = lb_config(service.lb_policy);
     Cluster {
         name: service.name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(EdsClusterConfig { eds_config: Some(ads()), service_name: service.name.clone() }),
-        lb_policy: lb_policy(service.lb_policy) as i32,
+        lb_policy: lb_policy as i32,
+        load_balancing_policy,
         connect_timeout: Some(duration(service.connect_timeout)),
         typed_extension_protocol_options: [(
             HTTP_PROTOCOL_OPTIONS.to_string(),
@@ -576,11 +619,20 @@ mod tests {
         )
         .expect("valid");
         let clusters: Vec<Cluster> = r.services.iter().map(cluster).collect();
-        assert_eq!(clusters[0].lb_policy, LbPolicy::Maglev as i32);
+        // The policies in order of preference, each client taking the first it implements.
+        let preferences = |c: &Cluster| -> Vec<String> {
+            let listed = c.load_balancing_policy.as_ref().map(|p| p.policies.clone()).unwrap_or_default();
+            listed
+                .iter()
+                .map(|p| p.typed_extension_config.as_ref().and_then(|t| t.typed_config.as_ref()).expect("typed"))
+                .map(|any| any.type_url.rsplit('.').nth(2).expect("a package").to_string())
+                .collect()
+        };
+        assert_eq!(preferences(&clusters[0]), ["maglev", "ring_hash", "round_robin"]);
         assert_eq!(clusters[0].connect_timeout, Some(Duration { seconds: 1, nanos: 500_000_000 }));
-        assert_eq!(clusters[1].lb_policy, LbPolicy::LeastRequest as i32);
-        assert_eq!(clusters[2].lb_policy, LbPolicy::RingHash as i32);
-        assert_eq!(clusters[3].lb_policy, LbPolicy::Random as i32);
+        assert_eq!(preferences(&clusters[1]), ["least_request", "round_robin"]);
+        assert_eq!((clusters[2].lb_policy, preferences(&clusters[2]).len()), (LbPolicy::RingHash as i32, 0));
+        assert_eq!(preferences(&clusters[3]), ["random", "round_robin"]);
         let options = |c: &Cluster| {
             HttpProtocolOptions::decode(c.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].value.as_slice())
                 .expect("decodes")

@@ -15,7 +15,10 @@ Then checks, every wait bounded:
 4. an invalid registry (unknown field) is rejected: RPCs keep reaching the last good
    endpoints;
 5. with the sidecar's gRPC health checks on, a backend whose checks fail stops receiving RPCs
-   and receives them again once it recovers.
+   and receives them again once it recovers;
+6. clusters with every other load-balancing policy (least_request, random, maglev, ring_hash)
+   are accepted, those grpcio does not implement with the fallback the sidecar lists beside
+   them; and the client ACKed every update, NACKed none.
 
 With --mtls DIR (ca.pem, server.pem, server-key.pem, client.pem, client-key.pem, the client
 certificate carrying the URI SAN MTLS_IDENTITY) the sidecar serves xDS over mutual TLS with that
@@ -380,9 +383,8 @@ def running(sidecar, backends):
             b.stop()
 
 
-def expect_acked(sidecar):
-    """Checks in /clients that NODE_ID holds (has ACKed) the version last sent of LDS, RDS, CDS
-    and EDS; returns what it holds per type and its streams."""
+def held_by_node(sidecar):
+    """What NODE_ID holds per type in /clients: (sent, ACKed, last NACK); and its streams."""
     clients = sidecar.admin_json("/clients")["clients"]
     ours = [c for c in clients if c["node_id"] == NODE_ID]
     if not ours:
@@ -391,11 +393,32 @@ def expect_acked(sidecar):
     for stream in ours[0]["streams"]:
         for t in stream["types"].values():
             held[t["type"]] = (t["last_sent_version"], t["last_acked_version"], t["last_nack"])
+    return held, ours[0]["streams"]
+
+
+def wait_for_answer(sidecar, short, before, timeout):
+    """Waits until a version of type `short` other than `before` was sent and answered (ACK or
+    NACK: the final checks say which)."""
+    deadline = time.monotonic() + timeout
+    held = {}
+    while time.monotonic() < deadline:
+        held, _ = held_by_node(sidecar)
+        sent, acked, nack = held.get(short, (None, None, None))
+        if sent and sent != before and (sent == acked or nack):
+            return
+        time.sleep(0.1)
+    raise TestFailure(f"no answer to a new {short} version within {timeout:.0f} s: {held}")
+
+
+def expect_acked(sidecar):
+    """Checks in /clients that NODE_ID holds (has ACKed) the version last sent of LDS, RDS, CDS
+    and EDS; returns what it holds per type and its streams."""
+    held, streams = held_by_node(sidecar)
     for short in ("LDS", "RDS", "CDS", "EDS"):
         sent, acked, nack = held.get(short, (None, None, None))
         if not sent or sent != acked or nack:
             raise TestFailure(f"/clients: {short} of {NODE_ID} should be ACKed at the version sent: {held}")
-    return held, ours[0]["streams"]
+    return held, streams
 
 
 def run_mtls(binary, workdir, mtls_dir):
@@ -509,6 +532,18 @@ def run(binary, workdir):
         wait_for_traffic(client, sidecar, backends, [b2], [b1, b3], UPDATE_TIMEOUT, f"{b3.label} failing its checks")
         b3.set_serving(True)
         wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, f"{b3.label} recovered")
+
+        for policy in ("least_request", "random", "maglev", "ring_hash"):
+            log(f"step 6: lb_policy {policy}")
+            before = expect_acked(sidecar)[0]["CDS"][0]
+            replace_file(registry, registry_yaml([b2.address, b3.address], extra_service_line=f"lb_policy: {policy}"))
+            wait_for_answer(sidecar, "CDS", before, UPDATE_TIMEOUT)
+            wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, f"lb_policy {policy}")
+        held, _ = expect_acked(sidecar)
+        nacks = [line for line in sidecar.log_text().splitlines() if "NACK: the client rejected" in line]
+        if nacks:
+            raise TestFailure(f"the client NACKed {len(nacks)} responses, the first: {nacks[0]}")
+        log(f"every update was ACKed, none NACKed: { {t: v[0] for t, v in held.items()} }")
         sidecar.check_alive()
 
 

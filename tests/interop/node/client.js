@@ -15,7 +15,11 @@
 // 3. editing the file in place does too;
 // 4. an invalid registry is rejected: RPCs keep reaching the last good endpoints;
 // 5. with the sidecar's gRPC health checks on, a backend whose checks fail stops receiving RPCs
-//    and receives them again once it recovers; and the client ACKed every update, NACKed none.
+//    and receives them again once it recovers;
+// 6. clusters with every other load-balancing policy (least_request, random, maglev, ring_hash)
+//    are accepted, those grpc-js does not implement with the fallback the sidecar lists beside
+//    them;
+// and the client ACKed every update, NACKed none.
 //
 // The same scenario as grpcio_client.py, run by a second client implementation: grpc-js
 // validates xDS resources by its own reading of the gRFCs (A27, A28, ...). Uses no .proto
@@ -373,6 +377,20 @@ async function heldByNode(sidecar) {
   return held;
 }
 
+// Waits until a version of type `short` other than `before` was sent and the client has
+// answered it, ACK or NACK (the final checks say which).
+async function waitForAnswer(sidecar, short, before, timeout) {
+  const started = Date.now();
+  let held = {};
+  while (Date.now() - started < timeout) {
+    held = await heldByNode(sidecar);
+    const [sent, acked, nack] = held[short] || [];
+    if (sent && sent !== before && (sent === acked || nack)) return;
+    await sleep(100);
+  }
+  throw new TestFailure(`no answer to a new ${short} version within ${timeout / 1000} s: ${JSON.stringify(held)}`);
+}
+
 // Fails unless the client's node holds (has ACKed) the version last sent of LDS, RDS, CDS and
 // EDS and NACKed none; resolves to the versions.
 async function expectAcked(sidecar) {
@@ -452,6 +470,15 @@ async function run(grpc, binary, workdir) {
     await waitForTraffic(client, sidecar, backends, [b2], [b1, b3], UPDATE_TIMEOUT, `${b3.label} failing its checks`);
     b3.setServing(true);
     await waitForTraffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, `${b3.label} recovered`);
+    // Ring hash, and policies grpc-js does not implement, sent with fallbacks
+    // (load_balancing_policy): the Cluster is accepted and RPCs keep reaching both backends.
+    for (const policy of ['least_request', 'random', 'maglev', 'ring_hash']) {
+      log(`step 6: lb_policy ${policy}`);
+      const [before] = (await heldByNode(sidecar)).CDS;
+      replaceFile(registry, registryYaml([b2.address, b3.address], `lb_policy: ${policy}`));
+      await waitForAnswer(sidecar, 'CDS', before, UPDATE_TIMEOUT);
+      await waitForTraffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, `lb_policy ${policy}`);
+    }
     const acked = await expectAcked(sidecar);
     const nacks = sidecar.logText().split('\n').filter((line) => line.includes('NACK: the client rejected'));
     if (nacks.length) throw new TestFailure(`the client NACKed ${nacks.length} responses, the first: ${nacks[0]}`);

@@ -5,10 +5,12 @@
 //! The scenario lives in `tests/interop/node/client.js`, the same steps as the grpcio one
 //! (round robin, registry replaced by rename, edited in place, made invalid, health-check
 //! failover): grpc-js checks every resource by its own reading of the gRFCs, so what both
-//! accept is what gRPC's clients accept rather than one implementation's leniency. It runs
-//! with the Node.js of `XDS_INTEROP_NODE` (exported by `tests/run-all.sh`, else `node`) and the
-//! packages `tests/run-all.sh` installs from `tests/interop/node/package-lock.json`. Without
-//! them the test fails and says to run `tests/run-all.sh`: it never skips.
+//! accept is what gRPC's clients accept rather than one implementation's leniency. A second
+//! test has it dial every service of `examples/registry-full.yaml` (every registry setting) and
+//! checks that it ACKs all it is sent. They run with the Node.js of `XDS_INTEROP_NODE` (exported
+//! by `tests/run-all.sh`, else `node`) and the packages `tests/run-all.sh` installs from
+//! `tests/interop/node/package-lock.json`. Without them the tests fail and say to run
+//! `tests/run-all.sh`: they never skip.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,5 +48,31 @@ fn grpc_js_round_robins_and_follows_registry_edits() {
     let script = dir.join("client.js");
     let mut command = Command::new(&node);
     command.current_dir(&dir).arg(&script).arg("--sidecar").arg(&sidecar);
+    run_scenario(command, &script);
+}
+
+#[test]
+fn grpc_js_accepts_every_setting_of_the_full_example_registry() {
+    let dir = repo_root().join("tests/interop/node");
+    let node = node(&dir);
+    let sidecar = sidecar();
+    let registry = repo_root().join("examples/registry-full.yaml");
+    let services: Vec<String> = xds_examples::registry::Registry::load(&registry)
+        .expect("examples/registry-full.yaml is valid")
+        .services
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(services.len() >= 3, "{services:?}");
+    let script = dir.join("client.js");
+    let mut command = Command::new(&node);
+    command
+        .current_dir(&dir)
+        .arg(&script)
+        .arg("--sidecar")
+        .arg(&sidecar)
+        .arg("--accept")
+        .arg(&registry)
+        .args(&services);
     run_scenario(command, &script);
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Interoperability test: grpc-js's proxyless xDS client (@grpc/grpc-js-xds) against `xds-sidecar`.
 //
-//     node client.js --sidecar PATH/TO/xds-sidecar
+//     node client.js --sidecar PATH/TO/xds-sidecar [--accept REGISTRY SERVICE...]
 //
 // Starts three gRPC backends on 127.0.0.1 (each serves grpc.health.v1.Health/Check and counts
 // the calls of the client, told apart from the sidecar's own checks by their service name),
@@ -20,6 +20,10 @@
 //    are accepted, those grpc-js does not implement with the fallback the sidecar lists beside
 //    them;
 // and the client ACKed every update, NACKed none.
+//
+// With --accept REGISTRY SERVICE... it runs a registry of the caller's instead (the sidecar's
+// health checks off) and checks only that the client ACKs everything it is sent for those
+// services: the Rust test hands it examples/registry-full.yaml, which uses every setting.
 //
 // The same scenario as grpcio_client.py, run by a second client implementation: grpc-js
 // validates xDS resources by its own reading of the gRFCs (A27, A28, ...). Uses no .proto
@@ -201,9 +205,10 @@ const editInPlace = writeSynced;
 // --- The sidecar ----------------------------------------------------------------------------
 
 class Sidecar {
-  constructor(binary, config, workdir) {
+  constructor(binary, config, workdir, extraArgs = []) {
     this.binary = binary;
     this.config = config;
+    this.extraArgs = extraArgs;
     this.logPath = path.join(workdir, 'sidecar.log');
     this.proc = null;
   }
@@ -218,6 +223,7 @@ class Sidecar {
         '--admin-addr', `127.0.0.1:${this.adminPort}`,
         // Every xDS request and response and every reload, without HTTP/2 frames.
         '--log-level', 'info,xds_server=debug,xds_cache=debug,xds_examples=debug',
+        ...this.extraArgs,
       ];
       log(`starting ${this.binary} ${args.join(' ')}`);
       const out = fs.openSync(this.logPath, 'a');
@@ -304,10 +310,10 @@ class Sidecar {
 // --- The client -----------------------------------------------------------------------------
 
 class Client {
-  constructor(grpc) {
+  constructor(grpc, service = SERVICE) {
     const Health = grpc.makeGenericClientConstructor(HEALTH_SERVICE_DEFINITION, 'Health');
     this.grpc = grpc;
-    this.stub = new Health(`xds:///${SERVICE}`, grpc.credentials.createInsecure());
+    this.stub = new Health(`xds:///${service}`, grpc.credentials.createInsecure());
   }
 
   call() {
@@ -402,6 +408,43 @@ async function expectAcked(sidecar) {
     }
   }
   return JSON.stringify(Object.fromEntries(Object.entries(held).map(([t, [sent]]) => [t, sent])));
+}
+
+// --accept: the sidecar serves `registry` (health checks off: its endpoints need not exist) and
+// a client dials xds:///NAME for each of `services`; every resource the client is sent for them
+// must be ACKed, none NACKed, whether or not the RPCs find a backend.
+async function runAccept(grpc, binary, workdir, registry, services) {
+  const sidecar = new Sidecar(binary, path.resolve(registry), workdir, ['--no-health-checks']);
+  const clients = [];
+  try {
+    await sidecar.start();
+    delete process.env.GRPC_XDS_BOOTSTRAP;
+    process.env.GRPC_XDS_BOOTSTRAP_CONFIG = bootstrapJson(sidecar.port);
+    log(`dialing ${services.map((s) => `xds:///${s}`).join(', ')} as served from ${registry}`);
+    for (const service of services) clients.push(new Client(grpc, service));
+    const outcomes = await Promise.all(clients.map((c) => c.call()));
+    services.forEach((service, i) => log(`${service}: ${outcomes[i] || 'OK'}`));
+    const started = Date.now();
+    for (;;) {
+      try {
+        const acked = await expectAcked(sidecar);
+        log(`every resource type ACKed: ${acked}`);
+        break;
+      } catch (e) {
+        if (!(e instanceof TestFailure) || Date.now() - started > UPDATE_TIMEOUT) throw e;
+        await sleep(200);
+      }
+    }
+    const nacks = sidecar.logText().split('\n').filter((line) => line.includes('NACK: the client rejected'));
+    if (nacks.length) throw new TestFailure(`the client NACKed ${nacks.length} responses, the first: ${nacks[0]}`);
+    sidecar.checkAlive();
+  } catch (e) {
+    printSidecarLog(sidecar);
+    throw e;
+  } finally {
+    for (const c of clients) c.close();
+    await sidecar.stop();
+  }
 }
 
 async function run(grpc, binary, workdir) {
@@ -504,8 +547,9 @@ function printSidecarLog(sidecar) {
 
 async function main() {
   const at = process.argv.indexOf('--sidecar');
-  if (at < 0 || !process.argv[at + 1]) {
-    console.error('usage: node client.js --sidecar PATH/TO/xds-sidecar');
+  const accept = process.argv.indexOf('--accept');
+  if (at < 0 || !process.argv[at + 1] || (accept >= 0 && process.argv.length < accept + 3)) {
+    console.error('usage: node client.js --sidecar PATH/TO/xds-sidecar [--accept REGISTRY SERVICE...]');
     return 2;
   }
   const binary = path.resolve(process.argv[at + 1]);
@@ -524,7 +568,8 @@ async function main() {
   log(`@grpc/grpc-js ${require('@grpc/grpc-js/package.json').version}, @grpc/grpc-js-xds ${require('@grpc/grpc-js-xds/package.json').version}, node ${process.version}`);
   const workdir = fs.mkdtempSync(path.join(os.tmpdir(), 'xds-grpc-js-interop-'));
   try {
-    await run(grpc, binary, workdir);
+    if (accept >= 0) await runAccept(grpc, binary, workdir, process.argv[accept + 1], process.argv.slice(accept + 2));
+    else await run(grpc, binary, workdir);
   } catch (e) {
     console.error(`[grpc-js-interop] FAIL: ${e instanceof TestFailure ? e.message : e.stack}`);
     return 1;

@@ -501,27 +501,33 @@ async fn serve<IO>(
             // GOAWAY, and an end once idle.
             set.act_on_connection(|connection| connection.graceful_shutdown());
         }
-        if let Some(deadline) = unused.as_mut() {
-            if requested.load(Ordering::Relaxed) && !closing_unused {
-                unused = None;
-            } else if deadline.as_mut().poll(cx).is_ready() {
-                if closing_unused {
-                    return Poll::Ready(());
-                }
-                debug!(
-                    peer = ?remote,
-                    timeout = ?http.first_request_timeout.unwrap_or_default(),
-                    "closing a connection that sent no request in time"
-                );
-                if let Some(m) = &metrics {
-                    m.connections_refused.get_or_create(&RefusalLabel { reason: REFUSED_NO_REQUEST }).inc();
-                }
-                closing_unused = true;
-                set.act_on_connection(|connection| connection.graceful_shutdown());
-                deadline.as_mut().reset(tokio::time::Instant::now() + UNUSED_CLOSE_GRACE);
-                let _ = deadline.as_mut().poll(cx);
-            }
+        if Pin::new(&mut set).poll(cx).is_ready() {
+            return Poll::Ready(());
         }
+        // After the connection's turn, so a request that came in time is seen whatever the load.
+        let Some(deadline) = unused.as_mut() else { return Poll::Pending };
+        if requested.load(Ordering::Relaxed) && !closing_unused {
+            unused = None;
+            return Poll::Pending;
+        }
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if closing_unused {
+            return Poll::Ready(());
+        }
+        debug!(
+            peer = ?remote,
+            timeout = ?http.first_request_timeout.unwrap_or_default(),
+            "closing a connection that sent no request in time"
+        );
+        if let Some(m) = &metrics {
+            m.connections_refused.get_or_create(&RefusalLabel { reason: REFUSED_NO_REQUEST }).inc();
+        }
+        closing_unused = true;
+        deadline.as_mut().reset(tokio::time::Instant::now() + UNUSED_CLOSE_GRACE);
+        let _ = deadline.as_mut().poll(cx);
+        set.act_on_connection(|connection| connection.graceful_shutdown());
         Pin::new(&mut set).poll(cx)
     })
     .await;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interoperability test: grpcio's proxyless xDS client against `xds-sidecar`.
 
-    grpcio_client.py --sidecar PATH/TO/xds-sidecar [--mtls DIR]
+    grpcio_client.py --sidecar PATH/TO/xds-sidecar [--mtls DIR | --accept REGISTRY SERVICE...]
 
 Starts three gRPC backends on 127.0.0.1 (each serves grpc.health.v1.Health and counts the
 Check calls it receives), writes a registry naming two of them, starts `xds-sidecar` on a free
@@ -27,6 +27,11 @@ certificate (gRFC A65), and two steps run: the exchange over mutual TLS, with /c
 showing the certificate identity on the client's stream; and a client with the same
 certificate claiming another node id is refused (PERMISSION_DENIED, logged by the sidecar) and
 gets no configuration.
+
+With --accept REGISTRY SERVICE... the sidecar serves REGISTRY instead (its health checks off:
+the endpoints need not exist), a channel dials xds:///SERVICE for each service once, and the
+client must ACK everything it is sent, NACK nothing (the Rust test hands it
+examples/registry-full.yaml, which uses every setting).
 
 Prints one progress line per step. Exits 0 on success; on failure prints why, the sidecar's
 log and exits 1. Debug the client with GRPC_VERBOSITY=debug
@@ -307,8 +312,8 @@ class Sidecar:
 class Client:
     """A grpcio channel to xds:///myservice and the health stub on it."""
 
-    def __init__(self):
-        self.channel = grpc.insecure_channel(f"xds:///{SERVICE}")
+    def __init__(self, service=SERVICE):
+        self.channel = grpc.insecure_channel(f"xds:///{service}")
         self.stub = health_pb2_grpc.HealthStub(self.channel)
 
     def batch(self, n):
@@ -470,6 +475,41 @@ def run_mtls(binary, workdir, mtls_dir):
         sidecar.check_alive()
 
 
+def expect_no_nack(sidecar):
+    nacks = [line for line in sidecar.log_text().splitlines() if "NACK: the client rejected" in line]
+    if nacks:
+        raise TestFailure(f"the client NACKed {len(nacks)} responses, the first: {nacks[0]}")
+
+
+def run_accept(binary, workdir, registry, services):
+    """Dials every service of `registry` once; everything sent must be ACKed."""
+    sidecar = Sidecar(binary, os.path.abspath(registry), workdir, ["--no-health-checks"])
+    with running(sidecar, []) as clients:
+        sidecar.start()
+        set_bootstrap(sidecar.port)
+        log(f"dialing {', '.join(f'xds:///{s}' for s in services)} as served from {registry}")
+        for service in services:
+            client = Client(service)
+            clients.append(client)
+            try:
+                client.stub.Check(health_pb2.HealthCheckRequest(), timeout=RPC_TIMEOUT)
+                log(f"{service}: OK")
+            except grpc.RpcError as e:
+                log(f"{service}: {e.code().name} {e.details()[:120]}")
+        deadline = time.monotonic() + UPDATE_TIMEOUT
+        while True:
+            try:
+                held, _ = expect_acked(sidecar)
+                break
+            except TestFailure:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        expect_no_nack(sidecar)
+        log(f"every resource type ACKed, none NACKed: { {t: v[0] for t, v in held.items()} }")
+        sidecar.check_alive()
+
+
 def run(binary, workdir):
     backends = [Backend(f"backend{i}") for i in (1, 2, 3)]
     b1, b2, b3 = backends
@@ -540,9 +580,7 @@ def run(binary, workdir):
             wait_for_answer(sidecar, "CDS", before, UPDATE_TIMEOUT)
             wait_for_traffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, f"lb_policy {policy}")
         held, _ = expect_acked(sidecar)
-        nacks = [line for line in sidecar.log_text().splitlines() if "NACK: the client rejected" in line]
-        if nacks:
-            raise TestFailure(f"the client NACKed {len(nacks)} responses, the first: {nacks[0]}")
+        expect_no_nack(sidecar)
         log(f"every update was ACKed, none NACKed: { {t: v[0] for t, v in held.items()} }")
         sidecar.check_alive()
 
@@ -565,8 +603,14 @@ def main():
     signal.signal(signal.SIGTERM, terminated)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sidecar", required=True, help="path of the xds-sidecar binary")
-    parser.add_argument("--mtls", metavar="DIR", help="serve over mutual TLS with the certificates in DIR (step 1 only)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--mtls", metavar="DIR", help="serve over mutual TLS with the certificates in DIR (steps 1-2)")
+    mode.add_argument(
+        "--accept", nargs="+", metavar="ARG", help="REGISTRY SERVICE...: every resource for these services must be ACKed"
+    )
     args = parser.parse_args()
+    if args.accept is not None and len(args.accept) < 2:
+        parser.error("--accept takes a registry file and at least one service name")
     binary = os.path.abspath(args.sidecar)
     if not os.access(binary, os.X_OK):
         print(f"[grpcio-interop] FAIL: {binary} is not an executable (build it: cargo build --workspace --bins)", file=sys.stderr)
@@ -579,6 +623,8 @@ def main():
         try:
             if args.mtls:
                 run_mtls(binary, workdir, os.path.abspath(args.mtls))
+            elif args.accept:
+                run_accept(binary, workdir, args.accept[0], args.accept[1:])
             else:
                 run(binary, workdir)
         except TestFailure as e:

@@ -143,3 +143,17 @@ pub fn run_scenario(command: Command, script: &Path) {
         ),
     }
 }
+
+/// `examples/registry-full.yaml` (every registry setting) and the names of its services, which
+/// a proxyless gRPC client dials as `xds:///NAME`.
+pub fn full_example_registry() -> (PathBuf, Vec<String>) {
+    let registry = repo_root().join("examples/registry-full.yaml");
+    let services: Vec<String> = xds_examples::registry::Registry::load(&registry)
+        .expect("examples/registry-full.yaml is valid")
+        .services
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(services.len() >= 3, "{services:?}");
+    (registry, services)
+}

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use xds_tests::interop::{repo_root, run_scenario, sidecar};
+use xds_tests::interop::{full_example_registry, repo_root, run_scenario, sidecar};
 
 /// The environment variable `tests/run-all.sh` exports: the Node.js that installed the packages.
 const NODE_ENV: &str = "XDS_INTEROP_NODE";
@@ -56,14 +56,7 @@ fn grpc_js_accepts_every_setting_of_the_full_example_registry() {
     let dir = repo_root().join("tests/interop/node");
     let node = node(&dir);
     let sidecar = sidecar();
-    let registry = repo_root().join("examples/registry-full.yaml");
-    let services: Vec<String> = xds_examples::registry::Registry::load(&registry)
-        .expect("examples/registry-full.yaml is valid")
-        .services
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    assert!(services.len() >= 3, "{services:?}");
+    let (registry, services) = full_example_registry();
     let script = dir.join("client.js");
     let mut command = Command::new(&node);
     command

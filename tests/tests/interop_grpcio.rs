@@ -1,17 +1,19 @@
 //! Interoperability with a client nobody here wrote: grpcio's proxyless xDS client (Python)
 //! balancing RPCs over backends that the `xds-sidecar` binary serves from its registry file.
 //!
-//! The scenario lives in `tests/interop/grpcio_client.py` (round robin over two backends,
-//! registry replaced by rename, edited in place, then made invalid; and its first step again
-//! over mutual TLS with certificates generated here); these tests run it with
-//! the interpreter of the virtualenv `tests/run-all.sh` prepares (`XDS_INTEROP_PYTHON`, else
-//! `.venv/bin/python`) and fails with the script's output and the sidecar's log if it fails.
-//! Without that virtualenv the test fails and says to run `tests/run-all.sh`: it never skips.
+//! The scenarios live in `tests/interop/grpcio_client.py`: round robin over two backends,
+//! registry replaced by rename, edited in place, made invalid, health-check failover and every
+//! load-balancing policy; the first step again over mutual TLS with certificates generated
+//! here, the certificate bound to the node id; and every service of
+//! `examples/registry-full.yaml` dialed, each resource to be ACKed. These tests run it with the
+//! interpreter of the virtualenv `tests/run-all.sh` prepares (`XDS_INTEROP_PYTHON`, else
+//! `.venv/bin/python`) and fail with the script's output and the sidecar's log if it fails.
+//! Without that virtualenv they fail and say to run `tests/run-all.sh`: they never skip.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use xds_tests::interop::{repo_root, run_scenario, sidecar};
+use xds_tests::interop::{full_example_registry, repo_root, run_scenario, sidecar};
 use xds_tests::pki::{server_sans, Pki};
 
 /// The environment variable `tests/run-all.sh` exports: the virtualenv's Python.
@@ -73,5 +75,17 @@ fn grpcio_over_mutual_tls_with_its_certificate_bound_to_its_node() {
     let script = repo_root().join("tests/interop/grpcio_client.py");
     let mut command = Command::new(&python);
     command.arg(&script).arg("--sidecar").arg(&sidecar).arg("--mtls").arg(dir.path()).env("PYTHONUNBUFFERED", "1");
+    run_scenario(command, &script);
+}
+
+#[test]
+fn grpcio_accepts_every_setting_of_the_full_example_registry() {
+    let python = python();
+    let sidecar = sidecar();
+    let (registry, services) = full_example_registry();
+    let script = repo_root().join("tests/interop/grpcio_client.py");
+    let mut command = Command::new(&python);
+    command.arg(&script).arg("--sidecar").arg(&sidecar).arg("--accept").arg(&registry).args(&services);
+    command.env("PYTHONUNBUFFERED", "1");
     run_scenario(command, &script);
 }

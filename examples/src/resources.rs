@@ -175,7 +175,9 @@ pub fn route_configuration(name: &str) -> RouteConfiguration {
 /// each client takes the first policy it implements (gRFC A52; Envoy 1.25 and later) and
 /// ignores `lb_policy`. Envoy gets the policy asked for; a gRPC client without it gets ring hash
 /// (for maglev, the other consistent hash) or round robin, where the policy in `lb_policy`
-/// alone makes it NACK the Cluster (grpc-js: "unsupported lb_policy: LEAST_REQUEST").
+/// alone makes it NACK the Cluster (grpc-js: "unsupported lb_policy: LEAST_REQUEST"). Their
+/// `lb_policy` stays `ROUND_ROBIN`: a client that reads only that field (an Envoy before 1.25,
+/// an old gRPC) balances round robin rather than rejecting the Cluster.
 pub fn lb_config(policy: registry::LbPolicy) -> (LbPolicy, Option<LoadBalancingPolicy>) {
     let preferences = |first: TypedExtensionConfig, fallbacks: &[TypedExtensionConfig]| {
         let policies = std::iter::once(first)

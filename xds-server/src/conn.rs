@@ -327,23 +327,17 @@ const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// dropped.
 const UNUSED_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The connections a listener serves: counts them, for `max_connections` and the
-/// `connections_open` gauge.
-#[derive(Default)]
-struct OpenConnections {
-    count: AtomicUsize,
-}
-
-/// One served connection's place in [`OpenConnections`], given back when the connection's task
+/// One served connection's place in the count of a listener's open connections (for
+/// `max_connections` and the `connections_open` gauge), given back when the connection's task
 /// ends.
 struct OpenConnection {
-    open: Arc<OpenConnections>,
+    open: Arc<AtomicUsize>,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl OpenConnection {
-    fn new(open: &Arc<OpenConnections>, metrics: Option<&Arc<Metrics>>) -> Self {
-        open.count.fetch_add(1, Ordering::Relaxed);
+    fn new(open: &Arc<AtomicUsize>, metrics: Option<&Arc<Metrics>>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = metrics {
             m.connections_open.inc();
         }
@@ -353,7 +347,7 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.open.count.fetch_sub(1, Ordering::Relaxed);
+        self.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
             m.connections_open.dec();
         }
@@ -399,7 +393,7 @@ pub(crate) async fn accept(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
-    let open = Arc::new(OpenConnections::default());
+    let open = Arc::new(AtomicUsize::new(0));
     let mut refusals = Refusals::default();
     let metrics = services.shared.metrics.clone();
     loop {
@@ -419,7 +413,7 @@ pub(crate) async fn accept(
             },
         };
         if let Some(limit) = http.max_connections {
-            if open.count.load(Ordering::Relaxed) >= limit {
+            if open.load(Ordering::Relaxed) >= limit {
                 debug!(%remote, limit, "connection refused: the connection limit is reached");
                 drop(tcp);
                 refusals.refuse(limit, metrics.as_ref(), Instant::now());

@@ -21,6 +21,7 @@
 //! admin router ([`crate::admin::router`]) serves it beside `/clients`, and
 //! [`ClientStatusService::into_server`] mounts it on any tonic server.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -116,11 +117,16 @@ fn timestamp(unix_seconds: f64) -> Timestamp {
 /// A `NodeMatcher`, on the node id.
 enum IdMatcher {
     Any,
-    Exact(String, bool),
-    Prefix(String, bool),
-    Suffix(String, bool),
-    Contains(String, bool),
+    Text { how: TextMatch, pattern: String, ignore_case: bool },
     Regex(regex::Regex),
+}
+
+/// How a [`IdMatcher::Text`] compares.
+enum TextMatch {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
 }
 
 impl IdMatcher {
@@ -130,34 +136,43 @@ impl IdMatcher {
                 "node_metadatas matchers are not supported: the server keeps no node metadata; match on node_id",
             ));
         }
-        let Some(StringMatcher { ignore_case, match_pattern }) = &matcher.node_id else { return Ok(Self::Any) };
-        let fold = |s: &str| if *ignore_case { s.to_lowercase() } else { s.to_string() };
-        Ok(match match_pattern {
-            None => Self::Any,
-            Some(MatchPattern::Exact(s)) => Self::Exact(fold(s), *ignore_case),
-            Some(MatchPattern::Prefix(s)) => Self::Prefix(fold(s), *ignore_case),
-            Some(MatchPattern::Suffix(s)) => Self::Suffix(fold(s), *ignore_case),
-            Some(MatchPattern::Contains(s)) => Self::Contains(fold(s), *ignore_case),
+        let Some(StringMatcher { ignore_case, match_pattern: Some(pattern) }) = &matcher.node_id else {
+            return Ok(Self::Any);
+        };
+        let text = |how, pattern: &str| Self::Text {
+            how,
+            pattern: if *ignore_case { pattern.to_lowercase() } else { pattern.to_string() },
+            ignore_case: *ignore_case,
+        };
+        Ok(match pattern {
+            MatchPattern::Exact(s) => text(TextMatch::Exact, s),
+            MatchPattern::Prefix(s) => text(TextMatch::Prefix, s),
+            MatchPattern::Suffix(s) => text(TextMatch::Suffix, s),
+            MatchPattern::Contains(s) => text(TextMatch::Contains, s),
             // Envoy's regex matchers match the whole string.
-            Some(MatchPattern::SafeRegex(r)) => Self::Regex(
+            MatchPattern::SafeRegex(r) => Self::Regex(
                 regex::Regex::new(&format!("^(?:{})$", r.regex))
                     .map_err(|e| Status::invalid_argument(format!("node_id regex {:?}: {e}", r.regex)))?,
             ),
-            Some(MatchPattern::Custom(_)) => {
+            MatchPattern::Custom(_) => {
                 return Err(Status::invalid_argument("custom string matchers are not supported in node_matchers"))
             }
         })
     }
 
     fn matches(&self, id: &str) -> bool {
-        let folded = |ignore_case: bool| if ignore_case { id.to_lowercase() } else { id.to_string() };
         match self {
             Self::Any => true,
-            Self::Exact(s, i) => folded(*i) == *s,
-            Self::Prefix(s, i) => folded(*i).starts_with(s.as_str()),
-            Self::Suffix(s, i) => folded(*i).ends_with(s.as_str()),
-            Self::Contains(s, i) => folded(*i).contains(s.as_str()),
             Self::Regex(r) => r.is_match(id),
+            Self::Text { how, pattern, ignore_case } => {
+                let id = if *ignore_case { Cow::Owned(id.to_lowercase()) } else { Cow::Borrowed(id) };
+                match how {
+                    TextMatch::Exact => *id == **pattern,
+                    TextMatch::Prefix => id.starts_with(pattern.as_str()),
+                    TextMatch::Suffix => id.ends_with(pattern.as_str()),
+                    TextMatch::Contains => id.contains(pattern.as_str()),
+                }
+            }
         }
     }
 }

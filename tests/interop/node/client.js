@@ -410,16 +410,43 @@ async function expectAcked(sidecar) {
   return JSON.stringify(Object.fromEntries(Object.entries(held).map(([t, [sent]]) => [t, sent])));
 }
 
+// Runs `scenario(clients)`: prints the sidecar's log if it fails; then closes the clients it put
+// in `clients`, stops the sidecar and the backends.
+async function running(sidecar, backends, scenario) {
+  const clients = [];
+  try {
+    await scenario(clients);
+  } catch (e) {
+    printSidecarLog(sidecar);
+    throw e;
+  } finally {
+    for (const c of clients) c.close();
+    await sidecar.stop();
+    for (const b of backends) b.stop();
+  }
+}
+
+// The bootstrap the client reads when its first xds: channel is made: set it (with the
+// sidecar's port) before that.
+function useBootstrap(xdsPort) {
+  delete process.env.GRPC_XDS_BOOTSTRAP;
+  process.env.GRPC_XDS_BOOTSTRAP_CONFIG = bootstrapJson(xdsPort);
+}
+
+// Fails if the sidecar logged a NACK.
+function expectNoNack(sidecar) {
+  const nacks = sidecar.logText().split('\n').filter((line) => line.includes('NACK: the client rejected'));
+  if (nacks.length) throw new TestFailure(`the client NACKed ${nacks.length} responses, the first: ${nacks[0]}`);
+}
+
 // --accept: the sidecar serves `registry` (health checks off: its endpoints need not exist) and
 // a client dials xds:///NAME for each of `services`; every resource the client is sent for them
 // must be ACKed, none NACKed, whether or not the RPCs find a backend.
 async function runAccept(grpc, binary, workdir, registry, services) {
   const sidecar = new Sidecar(binary, path.resolve(registry), workdir, ['--no-health-checks']);
-  const clients = [];
-  try {
+  await running(sidecar, [], async (clients) => {
     await sidecar.start();
-    delete process.env.GRPC_XDS_BOOTSTRAP;
-    process.env.GRPC_XDS_BOOTSTRAP_CONFIG = bootstrapJson(sidecar.port);
+    useBootstrap(sidecar.port);
     log(`dialing ${services.map((s) => `xds:///${s}`).join(', ')} as served from ${registry}`);
     for (const service of services) clients.push(new Client(grpc, service));
     const outcomes = await Promise.all(clients.map((c) => c.call()));
@@ -435,33 +462,24 @@ async function runAccept(grpc, binary, workdir, registry, services) {
         await sleep(200);
       }
     }
-    const nacks = sidecar.logText().split('\n').filter((line) => line.includes('NACK: the client rejected'));
-    if (nacks.length) throw new TestFailure(`the client NACKed ${nacks.length} responses, the first: ${nacks[0]}`);
+    expectNoNack(sidecar);
     sidecar.checkAlive();
-  } catch (e) {
-    printSidecarLog(sidecar);
-    throw e;
-  } finally {
-    for (const c of clients) c.close();
-    await sidecar.stop();
-  }
+  });
 }
 
 async function run(grpc, binary, workdir) {
   const backends = ['backend1', 'backend2', 'backend3'].map((label) => new Backend(grpc, label));
   const [b1, b2, b3] = backends;
   const sidecar = new Sidecar(binary, path.join(workdir, 'registry.yaml'), workdir);
-  let client = null;
-  try {
+  await running(sidecar, backends, async (clients) => {
     for (const b of backends) await b.start();
     log(`backends: ${backends.map((b) => `${b.label}=${b.address}`).join(', ')}`);
     const registry = sidecar.config;
     replaceFile(registry, registryYaml([b1.address, b2.address]));
     await sidecar.start();
-    // Read when the first xds: channel is made, so set with the sidecar's port before it.
-    delete process.env.GRPC_XDS_BOOTSTRAP;
-    process.env.GRPC_XDS_BOOTSTRAP_CONFIG = bootstrapJson(sidecar.port);
-    client = new Client(grpc);
+    useBootstrap(sidecar.port);
+    const client = new Client(grpc);
+    clients.push(client);
 
     log(`step 1: round robin over ${b1.label} and ${b2.label}`);
     await waitForTraffic(client, sidecar, backends, [b1, b2], [b3], FIRST_ROUND_ROBIN_TIMEOUT, 'first RPCs');
@@ -523,18 +541,10 @@ async function run(grpc, binary, workdir) {
       await waitForTraffic(client, sidecar, backends, [b2, b3], [b1], UPDATE_TIMEOUT, `lb_policy ${policy}`);
     }
     const acked = await expectAcked(sidecar);
-    const nacks = sidecar.logText().split('\n').filter((line) => line.includes('NACK: the client rejected'));
-    if (nacks.length) throw new TestFailure(`the client NACKed ${nacks.length} responses, the first: ${nacks[0]}`);
+    expectNoNack(sidecar);
     log(`every update was ACKed, none NACKed: ${acked}`);
     sidecar.checkAlive();
-  } catch (e) {
-    printSidecarLog(sidecar);
-    throw e;
-  } finally {
-    if (client !== null) client.close();
-    await sidecar.stop();
-    for (const b of backends) b.stop();
-  }
+  });
 }
 
 function printSidecarLog(sidecar) {

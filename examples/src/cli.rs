@@ -136,8 +136,8 @@ pub struct ServeArgs {
     /// It serves /healthz, /ready (200 once a valid registry is published), /config_dump (every
     /// resource as proto3 JSON with @type), /clients (each connected node: streams, versions
     /// sent and ACKed, last NACK with its error) and /metrics (Prometheus text format), and the
-    /// gRPC Client Status Discovery Service (envoy.service.status.v3, plaintext HTTP/2) for
-    /// tools that read CSDS.
+    /// gRPC Client Status Discovery Service (envoy.service.status.v3, plaintext HTTP/2, with gRPC
+    /// reflection: grpcurl needs no .proto files) for tools that read CSDS.
     #[arg(long, value_name = "IP:PORT", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
 

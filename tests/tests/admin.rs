@@ -210,3 +210,40 @@ async fn csds_on_the_admin_port_reports_each_clients_status_per_type() {
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
     let _ = stop.send(());
 }
+
+#[tokio::test]
+async fn grpc_reflection_on_the_admin_port_lists_csds_and_describes_envoys_types() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let cache = Arc::new(SnapshotCache::new());
+    let (_, admin_addr, _, stop) = serve_with_admin(XdsServer::builder().build(cache), Admin::new).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("h2c to the admin port");
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = |request| ServerReflectionRequest { message_request: Some(request), ..Default::default() };
+    let requests = tokio_stream::iter([
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("envoy.service.status.v3.ClientStatusDiscoveryService".into())),
+    ]);
+    let mut answers = reflection.server_reflection_info(requests).await.expect("stream").into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.expect("answer").and_then(|a| a.message_response)
+    else {
+        panic!("a list of services");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["envoy.service.status.v3.ClientStatusDiscoveryService"], "only what the port serves");
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.expect("answer").and_then(|a| a.message_response)
+    else {
+        panic!("the file declaring CSDS");
+    };
+    assert!(!files.file_descriptor_proto.is_empty(), "its file and what it imports");
+    let _ = stop.send(());
+}

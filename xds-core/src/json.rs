@@ -36,6 +36,12 @@ pub enum JsonError {
     },
 }
 
+/// The encoded `FileDescriptorSet` of every Envoy, xDS and Google type and service `envoy-types`
+/// ships: for a gRPC reflection service, or any tool that needs Envoy's schemas without protoc.
+pub fn descriptor_set() -> &'static [u8] {
+    DESCRIPTORS
+}
+
 /// Every Envoy (and Google well-known) message descriptor.
 pub fn descriptor_pool() -> &'static DescriptorPool {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();

@@ -1,6 +1,7 @@
 //! An admin HTTP router (axum): `/healthz`, `/ready`, `/config_dump`, `/clients`, `/metrics`,
 //! and the gRPC Client Status Discovery Service ([`crate::csds`]) on the same port (HTTP/2
-//! without TLS, as `grpcurl -plaintext` and gRPC clients with insecure credentials speak it).
+//! without TLS, as `grpcurl -plaintext` and gRPC clients with insecure credentials speak it),
+//! with gRPC server reflection over every Envoy type, so `grpcurl` needs no .proto files.
 //!
 //! Mount it on its own listener (the sidecar serves it on 127.0.0.1:19000):
 //!
@@ -32,6 +33,10 @@ use crate::status::ClientRegistry;
 
 /// The paths of CSDS's methods.
 const CSDS_METHODS: &str = "/envoy.service.status.v3.ClientStatusDiscoveryService/{*method}";
+/// The paths of gRPC server reflection, both versions (grpcurl asks v1 first, older tools
+/// v1alpha).
+const REFLECTION_METHODS: &str = "/grpc.reflection.v1.ServerReflection/{*method}";
+const REFLECTION_ALPHA_METHODS: &str = "/grpc.reflection.v1alpha.ServerReflection/{*method}";
 
 type DumpFn = dyn Fn() -> Value + Send + Sync;
 
@@ -109,8 +114,23 @@ pub fn snapshot_cache_dump(cache: &SnapshotCache) -> Value {
 /// The admin router.
 pub fn router(admin: Admin) -> Router {
     let csds = ClientStatusService::new(admin.clients.clone()).into_server();
-    Router::new()
-        .route_service(CSDS_METHODS, csds)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(xds_core::json::descriptor_set())
+            .with_service_name("envoy.service.status.v3.ClientStatusDiscoveryService")
+    };
+    let mut router = Router::new().route_service(CSDS_METHODS, csds);
+    // The descriptors ship with envoy-types: failing to read them is a packaging bug, and the
+    // admin pages are more use without reflection than not served at all.
+    match (reflection().build_v1(), reflection().build_v1alpha()) {
+        (Ok(v1), Ok(v1alpha)) => {
+            router = router.route_service(REFLECTION_METHODS, v1).route_service(REFLECTION_ALPHA_METHODS, v1alpha);
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "gRPC reflection is off: Envoy's descriptors did not load")
+        }
+    }
+    router
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/config_dump", get(config_dump))

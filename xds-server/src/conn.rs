@@ -421,17 +421,21 @@ pub(crate) async fn accept(
             }
         }
         let place = OpenConnection::new(&open, metrics.as_ref());
-        let first_request_by = http.first_request_timeout.map(|t| tokio::time::Instant::now() + t);
+        let accepted = tokio::time::Instant::now();
+        let first_request_by = http.first_request_timeout.map(|t| accepted + t);
+        // The first-request deadline counts the handshake too, when it is the sooner.
+        let handshake_by =
+            first_request_by.map_or(accepted + TLS_HANDSHAKE_TIMEOUT, |by| by.min(accepted + TLS_HANDSHAKE_TIMEOUT));
         let _ = tcp.set_nodelay(true);
         let (tls, http, services, closing) = (tls.clone(), http.clone(), services.clone(), closing.clone());
         connections.spawn(async move {
             let _place = place;
             match tls {
                 None => serve(Coalescing::new(tcp), &http, services, closing, first_request_by).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Some(acceptor) => match tokio::time::timeout_at(handshake_by, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => serve(Coalescing::new(tls), &http, services, closing, first_request_by).await,
                     Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => debug!("TLS handshake timed out after {TLS_HANDSHAKE_TIMEOUT:?}"),
+                    Err(_) => debug!(after = ?handshake_by - accepted, "TLS handshake timed out"),
                 },
             }
         });

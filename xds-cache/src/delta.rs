@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use xds_core::envoy::config::core::v3::Node;
 use xds_core::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, ResourceSet};
+use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, EncodedResource, NameLists, ResourceSet};
 
 use crate::ack::AckState;
 use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
@@ -114,17 +114,28 @@ pub struct DeltaStream {
     node: Option<Arc<Node>>,
     next_nonce: u64,
     types: TypeMap<TypeState>,
+    /// Name lists shared with the other streams of the server, if any.
+    name_lists: Option<Arc<NameLists>>,
 }
 
 impl DeltaStream {
     /// A stream of the aggregated service: every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, next_nonce: 1, types: TypeMap::default() }
+        Self { fixed_type: None, node: None, next_nonce: 1, types: TypeMap::default(), name_lists: None }
     }
 
     /// A per-type stream (`DeltaClusters`, ...).
     pub fn for_type(type_url: &str) -> Self {
         Self { fixed_type: Some(type_url::shared(type_url)), ..Self::ads() }
+    }
+
+    /// Shares the lists of subscribed names with the other streams given the same
+    /// [`NameLists`] (SotW streams included): a stream subscribing names another stream
+    /// subscribed takes that stream's list instead of making its own. Behaviour is the same
+    /// either way.
+    pub fn with_name_lists(mut self, lists: Arc<NameLists>) -> Self {
+        self.name_lists = Some(lists);
+        self
     }
 
     /// The node from the first request.
@@ -165,7 +176,8 @@ impl DeltaStream {
         }
 
         let mut changed = false;
-        let mut subscribed = Vec::new();
+        // Explicit names subscribed: (canonical, as the client spelled it).
+        let mut added: Vec<(Cow<'_, str>, &str)> = Vec::new();
         for name in &req.resource_names_subscribe {
             changed = true;
             if name == WILDCARD {
@@ -178,23 +190,17 @@ impl DeltaStream {
                 state.pending_globs.push(glob.clone());
                 state.globs.insert(glob, Arc::from(name.as_str()));
             } else {
-                let requested: Arc<str> = Arc::from(name.as_str());
-                let canonical = match canonical_name(name) {
-                    Cow::Borrowed(_) => requested.clone(),
-                    Cow::Owned(canonical) => canonical.into(),
-                };
-                state.pending.insert(canonical.clone());
-                subscribed.push((canonical, requested));
+                added.push((canonical_name(name), name.as_str()));
             }
         }
-        state.names.extend(subscribed);
-        if state.legacy_wildcard && !state.names.is_empty() {
+        let added = sorted_latest_spelling(added);
+        if state.legacy_wildcard && !(added.is_empty() && state.names.is_empty()) {
             // Explicit names end the legacy wildcard.
             state.wildcard = false;
             state.legacy_wildcard = false;
         }
-        // Positions in `names` of the explicit names unsubscribed, removed after the loop.
-        let mut dropped = BTreeSet::new();
+        // Explicit names unsubscribed (canonical), each once.
+        let mut dropped: Vec<Cow<'_, str>> = Vec::new();
         for name in &req.resource_names_unsubscribe {
             if name == WILDCARD {
                 changed |= state.wildcard;
@@ -204,7 +210,8 @@ impl DeltaStream {
                 changed |= state.globs.remove(&glob).is_some();
             } else {
                 let canonical = canonical_name(name);
-                let was_explicit = state.names.position(&canonical).is_ok_and(|i| dropped.insert(i));
+                let was_explicit = state.names.contains(&canonical)
+                    || added.binary_search_by(|(a, _)| (**a).cmp(&canonical)).is_ok();
                 if state.wildcard {
                     // Rule 15: the wildcard still covers it; the client dropped it.
                     state.pending.insert(Arc::from(&*canonical));
@@ -212,9 +219,20 @@ impl DeltaStream {
                 } else if was_explicit {
                     state.pending.remove(&*canonical);
                 }
+                if was_explicit {
+                    dropped.push(canonical);
+                }
             }
         }
-        state.names.remove_positions(&dropped);
+        dropped.sort_unstable();
+        dropped.dedup();
+        state.names.edit(&added, &dropped, self.name_lists.as_deref());
+        // Rules 13 and 14: every name subscribed is answered (unless unsubscribed again).
+        for (canonical, _) in &added {
+            if let Some(name) = state.names.canonical(canonical) {
+                state.pending.insert(name.clone());
+            }
+        }
         if changed {
             state.waiting = true;
             state.dirty = true;
@@ -348,34 +366,51 @@ impl DeltaStream {
     }
 }
 
-/// Explicit subscriptions of a type: (canonical name, name as the client spelled it), ordered
-/// by canonical name, each once.
+/// Explicit subscriptions of a type.
 ///
-/// A sorted vector, walked alongside a resource set's diff in one ordered pass. The two names
-/// are one shared string when the client spelled the name canonically; once the name was found
-/// in a resource set, that string is the set's own (see [`NameLookup`]), so a stream holds no
-/// copy of its own and the next walk recognises it by address.
+/// The canonical names are one sorted list, shared with the other streams that subscribe the
+/// same names: found among the server's [`NameLists`] when a request edits the subscription, then
+/// taken over from the resource set that answers it ([`ResourceSet::select`], which makes the
+/// list's strings the set's own, so a walk alongside a diff recognises them by address). A
+/// thousand proxies subscribing the same ten thousand endpoint names hold one list, not a
+/// thousand lists of their own strings. A name the client spelled otherwise than canonically
+/// (an `xdstp://` name with its context parameters in another order) keeps its spelling aside.
 #[derive(Debug, Default)]
-struct Names(Vec<(Arc<str>, Arc<str>)>);
+struct Names {
+    /// Canonical names, sorted, each once.
+    keys: xds_core::Names,
+    /// Canonical name -> the name as the client spelled it, where the two differ (usually none).
+    spelled: BTreeMap<Arc<str>, Arc<str>>,
+    /// `keys` changed since a resource set last matched them.
+    unselected: bool,
+}
 
 impl Names {
     fn position(&self, canonical: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(name, _)| (**name).cmp(canonical))
+        self.keys.binary_search_by(|name| (**name).cmp(canonical))
     }
 
     /// The stream's copy of a subscribed canonical name.
     fn canonical(&self, canonical: &str) -> Option<&Arc<str>> {
-        self.position(canonical).ok().map(|i| &self.0[i].0)
+        self.position(canonical).ok().map(|i| &self.keys[i])
     }
 
     /// The name as the client spelled it.
     fn get(&self, canonical: &str) -> Option<&Arc<str>> {
-        self.position(canonical).ok().map(|i| &self.0[i].1)
+        self.canonical(canonical).map(|key| self.spelling(key))
+    }
+
+    /// How the client spelled the subscribed canonical name `key`.
+    fn spelling<'a>(&'a self, key: &'a Arc<str>) -> &'a Arc<str> {
+        if self.spelled.is_empty() {
+            return key;
+        }
+        self.spelled.get(key).unwrap_or(key)
     }
 
     /// Every name as the client spelled it, ordered by canonical name.
     fn requested(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(_, requested)| &**requested)
+        self.keys.iter().map(|key| &**self.spelling(key))
     }
 
     fn contains(&self, canonical: &str) -> bool {
@@ -383,93 +418,100 @@ impl Names {
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.keys.is_empty()
     }
 
-    /// Adds `(canonical, requested)` names in one merge; a name already subscribed (or listed
-    /// twice) takes the latest spelling.
-    fn extend(&mut self, mut added: Vec<(Arc<str>, Arc<str>)>) {
-        if added.is_empty() {
-            return;
-        }
-        added.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the same name stays in request order
-        added.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
-            if same {
-                std::mem::swap(&mut later.1, &mut earlier.1);
-            }
-            same
-        });
-        let mut merged = Vec::with_capacity(self.0.len() + added.len());
-        let mut old = std::mem::take(&mut self.0).into_iter().peekable();
+    /// Adds the `added` names (canonical and as spelled, ordered by canonical name, each once)
+    /// and removes the `dropped` ones (canonical, ordered, each once; applied after the added).
+    /// The new list is one `lists` keeps, when it keeps an equal one; otherwise it is kept there.
+    fn edit(&mut self, added: &[(Cow<'_, str>, &str)], dropped: &[Cow<'_, str>], lists: Option<&NameLists>) {
         for (canonical, requested) in added {
-            while let Some(before) = old.next_if(|(name, _)| *name < canonical) {
-                merged.push(before);
+            if **canonical == **requested {
+                self.spelled.remove(&**canonical);
+            } else {
+                self.spelled.insert(Arc::from(&**canonical), Arc::from(*requested));
             }
-            let entry = match old.next_if(|(name, _)| *name == canonical) {
-                // Spelled canonically: keep sharing one string.
-                Some((name, _)) if Arc::ptr_eq(&requested, &canonical) => (name.clone(), name),
-                Some((name, _)) => (name, requested),
-                None => (canonical, requested),
-            };
-            merged.push(entry);
         }
-        merged.extend(old);
-        self.0 = merged;
-    }
-
-    /// Removes the names at these positions.
-    fn remove_positions(&mut self, positions: &BTreeSet<usize>) {
-        if positions.is_empty() {
+        for canonical in dropped {
+            self.spelled.remove(&**canonical);
+        }
+        // The common re-subscription of names already held (Envoy's, when a cluster warms)
+        // leaves the list as it is.
+        if dropped.is_empty() && added.iter().all(|(canonical, _)| self.contains(canonical)) {
             return;
         }
-        let mut i = 0;
-        self.0.retain(|_| {
-            let keep = !positions.contains(&i);
-            i += 1;
-            keep
-        });
+        // The new list: each name with the string the stream holds for it, if any.
+        let mut merged: Vec<(&str, Option<&Arc<str>>)> = Vec::with_capacity(self.keys.len() + added.len());
+        let mut new = added.iter().map(|(canonical, _)| &**canonical).peekable();
+        for key in self.keys.iter() {
+            while let Some(name) = new.next_if(|name| *name < &**key) {
+                merged.push((name, None));
+            }
+            new.next_if(|name| *name == &**key);
+            merged.push((key, Some(key)));
+        }
+        merged.extend(new.map(|name| (name, None)));
+        if !dropped.is_empty() {
+            merged.retain(|(name, _)| dropped.binary_search_by(|d| (**d).cmp(name)).is_err());
+        }
+        let keys = match lists.and_then(|l| l.find(merged.iter().map(|(name, _)| *name))) {
+            Some(kept) => kept,
+            None => {
+                let keys: xds_core::Names =
+                    merged.iter().map(|(name, held)| held.map_or_else(|| Arc::from(*name), Arc::clone)).collect();
+                if let Some(lists) = lists {
+                    lists.keep(&keys);
+                }
+                keys
+            }
+        };
+        self.keys = keys;
+        self.unselected = true;
     }
 }
 
+/// `added` ordered by canonical name, each name once with the latest of its spellings.
+fn sorted_latest_spelling<'a>(mut added: Vec<(Cow<'a, str>, &'a str)>) -> Vec<(Cow<'a, str>, &'a str)> {
+    added.sort_by(|a, b| a.0.cmp(&b.0)); // stable: the same name stays in request order
+    added.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0;
+        if same {
+            std::mem::swap(&mut later.1, &mut earlier.1);
+        }
+        same
+    });
+    added
+}
+
 /// Finds ascending canonical names among the explicit subscriptions: by walking them alongside
-/// when there are not many more of them than names to find, else by one lookup each. A name
-/// found by walking takes the set's copy of it (see [`Names`]).
+/// when there are not many more of them than names to find, else by one lookup each.
 struct NameLookup<'a> {
-    names: &'a mut [(Arc<str>, Arc<str>)],
+    names: &'a Names,
     /// Walking: the position of the next name to compare.
     next: Option<usize>,
 }
 
 impl<'a> NameLookup<'a> {
-    fn new(names: &'a mut Names, lookups: usize) -> Self {
-        let walk = xds_core::walk_rather_than_search(names.0.len(), lookups);
-        Self { names: &mut names.0, next: walk.then_some(0) }
+    fn new(names: &'a Names, lookups: usize) -> Self {
+        let walk = xds_core::walk_rather_than_search(names.keys.len(), lookups);
+        Self { names, next: walk.then_some(0) }
     }
 
     /// The name as the client spelled it, if `canonical` is subscribed; `set_name` is the
-    /// set's own copy of `canonical`, when known. Names must come in ascending order.
+    /// set's own copy of `canonical`, when known (compared by address first). Names must come
+    /// in ascending order.
     fn get(&mut self, canonical: &str, set_name: Option<&Arc<str>>) -> Option<Arc<str>> {
         let Some(next) = &mut self.next else {
-            let i = self.names.binary_search_by(|(name, _)| (**name).cmp(canonical)).ok()?;
-            return Some(self.names[i].1.clone());
+            return self.names.get(canonical).cloned();
         };
-        while let Some((name, requested)) = self.names.get_mut(*next) {
+        while let Some(name) = self.names.keys.get(*next) {
             let order = match set_name {
                 Some(set_name) if Arc::ptr_eq(set_name, name) => Ordering::Equal,
                 _ => (**name).cmp(canonical),
             };
             match order {
                 Ordering::Less => *next += 1,
-                Ordering::Equal => {
-                    if let Some(set_name) = set_name.filter(|s| !Arc::ptr_eq(s, name)) {
-                        if Arc::ptr_eq(requested, name) {
-                            *requested = set_name.clone();
-                        }
-                        *name = set_name.clone();
-                    }
-                    return Some(requested.clone());
-                }
+                Ordering::Equal => return Some(self.names.spelling(name).clone()),
                 Ordering::Greater => return None,
             }
         }
@@ -617,6 +659,11 @@ impl TypeState {
     /// What to send now: `None` when nothing is due.
     fn compute(&mut self) -> Option<(Vec<DeltaResource>, Vec<Arc<str>>)> {
         let latest = self.latest.as_ref()?;
+        if std::mem::take(&mut self.names.unselected) && !self.names.is_empty() {
+            // Takes over the list the set keeps for these names (the other streams' that
+            // subscribe the same), holding the set's own strings.
+            latest.select(&mut self.names.keys);
+        }
         let mut out = Builder::default();
         let first = self.base.is_none();
         let known_version = |name: &str| -> Option<&str> {
@@ -650,7 +697,7 @@ impl TypeState {
                 let changes = latest.changes_since(base);
                 out.reserve(changes.len());
                 // The diff comes ordered by canonical name, like the explicit names.
-                let mut explicit = NameLookup::new(&mut self.names, changes.len());
+                let mut explicit = NameLookup::new(&self.names, changes.len());
                 // Not explicit: the resource's own name, if the wildcard or a glob covers it.
                 let implicit = |canonical: &str, own: &Arc<str>| {
                     (self.wildcard || in_glob(&self.globs, canonical)).then(|| own.clone())
@@ -955,6 +1002,65 @@ mod tests {
     }
 
     #[test]
+    fn rule21_the_latest_spelling_of_a_name_is_echoed_and_any_spelling_unsubscribes() {
+        let mut s = DeltaStream::ads();
+        let canonical = "xdstp://auth/envoy.config.cluster.v3.Cluster/c1?a=1&b=2";
+        let other = "xdstp://auth/envoy.config.cluster.v3.Cluster/c1?b=2&a=1";
+        s.on_request(&req(CDS, &[other, "plain"], &[], "")).expect("first");
+        s.on_resources(CDS, Some(set(CDS, &[(canonical, "1"), ("plain", "1")])));
+        let r = s.next_response().expect("found");
+        assert_eq!(sent(&r), ["plain", other]);
+        assert_eq!(s.subscribed(CDS).collect::<Vec<_>>(), ["plain", other]);
+        s.on_request(&ack(CDS, &r)).expect("ack");
+        // Subscribed again, spelled canonically: answered with that spelling from now on.
+        s.on_request(&req(CDS, &[canonical], &[], &r.nonce)).expect("again");
+        let r = s.next_response().expect("answered");
+        assert_eq!(sent(&r), [canonical]);
+        assert_eq!(s.subscribed(CDS).collect::<Vec<_>>(), ["plain", canonical]);
+        s.on_request(&ack(CDS, &r)).expect("ack");
+        // Unsubscribed in the first spelling: gone, whatever the spelling.
+        s.on_request(&req(CDS, &[], &[other], &r.nonce)).expect("unsubscribe");
+        assert_eq!(s.subscribed(CDS).collect::<Vec<_>>(), ["plain"]);
+        s.on_resources(CDS, Some(set(CDS, &[(canonical, "2"), ("plain", "1")])));
+        assert!(s.next_response().is_none(), "no longer subscribed");
+    }
+
+    #[test]
+    fn streams_subscribing_the_same_names_share_one_list_of_the_sets_strings() {
+        let lists = Arc::new(NameLists::default());
+        let (names, first) = numbered(100);
+        let forward: Vec<&str> = names.iter().map(String::as_str).collect();
+        // The same names in another order, one twice, over two requests.
+        let mut backward = forward.clone();
+        backward.reverse();
+        backward.push("c7");
+        let mut streams = Vec::new();
+        for requests in [vec![&forward[..]], vec![&backward[..50], &backward[50..]]] {
+            let mut s = DeltaStream::ads().with_name_lists(lists.clone());
+            for names in requests {
+                s.on_request(&req(EDS, names, &[], "")).expect("subscribe");
+            }
+            s.on_resources(EDS, Some(first.clone()));
+            let r = s.next_response().expect("all");
+            assert_eq!(r.resources.len(), 100);
+            streams.push(s);
+        }
+        let keys = |s: &DeltaStream| s.types.get(EDS).expect("eds").names.keys.clone();
+        let (a, b) = (keys(&streams[0]), keys(&streams[1]));
+        assert!(Arc::ptr_eq(&a, &b), "one list for both streams");
+        assert!(a.iter().zip(first.names()).all(|(n, own)| Arc::ptr_eq(n, own)), "the set's own strings");
+        // A stream whose subscription then differs gets a list of its own; the other keeps its.
+        let s = &mut streams[1];
+        s.on_request(&req(EDS, &["extra"], &["c0"], "")).expect("edit");
+        assert!(!Arc::ptr_eq(&keys(&streams[1]), &a));
+        assert!(Arc::ptr_eq(&keys(&streams[0]), &a));
+        assert_eq!(streams[0].subscribed(EDS).count(), 100);
+        let mut edited: Vec<&str> = forward.iter().copied().filter(|n| *n != "c0").chain(["extra"]).collect();
+        edited.sort_unstable();
+        assert_eq!(streams[1].subscribed(EDS).collect::<Vec<_>>(), edited);
+    }
+
+    #[test]
     fn rule21_collection_glob() {
         let mut s = DeltaStream::ads();
         s.on_request(&req(CDS, &["xdstp://auth/t/ns/*"], &[], "")).expect("first");
@@ -1122,6 +1228,20 @@ mod tests {
             ]
         }
 
+        /// Takes every response the stream has, applying it to the client's `view` and ACKing it.
+        fn drain(s: &mut DeltaStream, view: &mut BTreeMap<String, String>, nonce: &mut String) {
+            while let Some(r) = s.next_response() {
+                for x in &r.resources {
+                    view.insert(x.name.to_string(), x.resource.version().to_string());
+                }
+                for x in &r.removed {
+                    view.remove(&**x);
+                }
+                *nonce = r.nonce.to_string();
+                s.on_request(&ack(EDS, &r)).expect("ack");
+            }
+        }
+
         proptest! {
             /// Whatever the edits of the subscription (duplicates, a name subscribed and
             /// unsubscribed in one request, ...), the subscription is what the requests say, and
@@ -1130,13 +1250,22 @@ mod tests {
             #[test]
             fn subscription_edits_converge(steps in prop::collection::vec(step(), 1..25)) {
                 let name = |n: &u8| format!("r{n}");
-                let mut s = DeltaStream::ads();
+                // Two streams sharing their lists of names: `s` under test, `o` making the
+                // opposite edits, so their lists meet and part.
+                let lists = Arc::new(NameLists::default());
+                let mut s = DeltaStream::ads().with_name_lists(lists.clone());
+                let mut o = DeltaStream::ads().with_name_lists(lists);
                 s.on_request(&req(EDS, &["r0"], &[], "")).expect("first");
+                o.on_request(&req(EDS, &["r0"], &[], "")).expect("first");
                 let mut subscribed: BTreeSet<String> = ["r0".to_string()].into();
+                let mut others: BTreeSet<String> = subscribed.clone();
                 let mut view: BTreeMap<String, String> = BTreeMap::new();
+                let mut other_view = view.clone();
                 let mut latest = set(EDS, &[]);
                 s.on_resources(EDS, Some(latest.clone()));
+                o.on_resources(EDS, Some(latest.clone()));
                 let mut nonce = String::new();
+                let mut other_nonce = String::new();
                 for st in steps {
                     match st {
                         Step::Edit { subscribe, unsubscribe } => {
@@ -1145,36 +1274,38 @@ mod tests {
                             let sub_refs: Vec<&str> = sub.iter().map(String::as_str).collect();
                             let unsub_refs: Vec<&str> = unsub.iter().map(String::as_str).collect();
                             s.on_request(&req(EDS, &sub_refs, &unsub_refs, &nonce)).expect("edit");
+                            o.on_request(&req(EDS, &unsub_refs, &sub_refs, &other_nonce)).expect("opposite edit");
+                            others.extend(unsub.iter().cloned());
+                            for n in &sub {
+                                others.remove(n);
+                                other_view.remove(n);
+                            }
                             subscribed.extend(sub);
                             for n in unsub {
                                 subscribed.remove(&n);
                                 view.remove(&n);
                             }
                             prop_assert_eq!(s.subscribed(EDS).collect::<Vec<_>>(), subscribed.iter().map(String::as_str).collect::<Vec<_>>());
+                            prop_assert_eq!(o.subscribed(EDS).collect::<Vec<_>>(), others.iter().map(String::as_str).collect::<Vec<_>>());
                         }
                         Step::Publish(spec) => {
                             let spec: Vec<(String, String)> = spec.iter().map(|(n, v)| (name(n), v.to_string())).collect();
                             let refs: Vec<(&str, &str)> = spec.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
                             latest = set(EDS, &refs);
                             s.on_resources(EDS, Some(latest.clone()));
+                            o.on_resources(EDS, Some(latest.clone()));
                         }
                     }
-                    while let Some(r) = s.next_response() {
-                        for x in &r.resources {
-                            view.insert(x.name.to_string(), x.resource.version().to_string());
-                        }
-                        for x in &r.removed {
-                            view.remove(&**x);
-                        }
-                        nonce = r.nonce.to_string();
-                        s.on_request(&ack(EDS, &r)).expect("ack");
+                    drain(&mut s, &mut view, &mut nonce);
+                    drain(&mut o, &mut other_view, &mut other_nonce);
+                    for (view, subscribed) in [(&view, &subscribed), (&other_view, &others)] {
+                        let expected: BTreeMap<String, String> = latest
+                            .iter()
+                            .filter(|r| subscribed.contains(r.name()))
+                            .map(|r| (r.name().to_string(), r.version().to_string()))
+                            .collect();
+                        prop_assert_eq!(view, &expected);
                     }
-                    let expected: BTreeMap<String, String> = latest
-                        .iter()
-                        .filter(|r| subscribed.contains(r.name()))
-                        .map(|r| (r.name().to_string(), r.version().to_string()))
-                        .collect();
-                    prop_assert_eq!(&view, &expected);
                 }
             }
 

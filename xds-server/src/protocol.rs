@@ -120,8 +120,8 @@ impl Protocol for DeltaStream {
         &shared.delta_bodies
     }
 
-    fn new(fixed_type: Option<&str>, _shared: &Shared) -> Self {
-        fixed_type.map_or_else(DeltaStream::ads, DeltaStream::for_type)
+    fn new(fixed_type: Option<&str>, shared: &Shared) -> Self {
+        fixed_type.map_or_else(DeltaStream::ads, DeltaStream::for_type).with_name_lists(shared.name_lists.clone())
     }
     fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         DeltaStream::on_request(self, req)

@@ -195,6 +195,14 @@ pub struct ServeArgs {
     /// longer. Envoy and gRPC clients open their xDS stream as soon as they connect.
     #[arg(long, value_name = "SECONDS", default_value_t = xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT.as_secs())]
     pub first_request_timeout: u64,
+
+    /// The most resource names of one type one xDS stream may subscribe.
+    ///
+    /// A client going beyond it (a SotW request listing more, or delta requests adding up to
+    /// more) has that stream closed with RESOURCE_EXHAUSTED, naming the type and the limit;
+    /// other streams are untouched. Raise it if a proxy really subscribes more names of a type.
+    #[arg(long, value_name = "N", default_value_t = xds_cache::DEFAULT_MAX_NAMES)]
+    pub max_subscribed_names: usize,
 }
 
 fn parse_binding(text: &str) -> Result<(String, String), String> {

@@ -136,6 +136,8 @@ pub struct Options {
     /// How long a new connection may go without a request; `None`: for ever
     /// ([`xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT`]).
     pub first_request_timeout: Option<Duration>,
+    /// The most names of one type a stream may subscribe ([`xds_cache::DEFAULT_MAX_NAMES`]).
+    pub max_subscribed_names: usize,
 }
 
 /// The sidecar's default limit of connections on its xDS port: ample for the proxies and gRPC
@@ -154,6 +156,7 @@ impl Default for Options {
             identity_bindings: Vec::new(),
             max_connections: Some(DEFAULT_MAX_CONNECTIONS),
             first_request_timeout: Some(xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT),
+            max_subscribed_names: xds_cache::DEFAULT_MAX_NAMES,
         }
     }
 }
@@ -492,7 +495,8 @@ pub async fn serve_with(
     let mut builder = XdsServer::builder()
         .metrics(&mut metrics)
         .max_connections(options.max_connections)
-        .first_request_timeout(options.first_request_timeout);
+        .first_request_timeout(options.first_request_timeout)
+        .max_subscribed_names(options.max_subscribed_names);
     if let Some(tls) = options.tls {
         builder = builder.tls(tls);
     }

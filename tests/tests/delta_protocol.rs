@@ -232,3 +232,34 @@ async fn rule_20_ttl_and_heartbeats_over_delta() {
     assert!(cleared.resources[0].ttl.is_none());
     assert!(cleared.resources[0].resource.is_some());
 }
+
+/// A stream whose subscription grows beyond the server's limit over several requests ends with
+/// RESOURCE_EXHAUSTED naming the limit; a stream of the same node within it is untouched.
+#[tokio::test]
+async fn subscriptions_beyond_the_limit_end_that_stream_only() {
+    let cache = std::sync::Arc::new(xds_cache::SnapshotCache::new());
+    let builder = xds_server::XdsServer::builder().max_subscribed_names(2);
+    let server = TestServer::start_with(builder, cache).await;
+    server.cache.set_snapshot("n1", snapshot(&[], &[("a", 1), ("b", 1), ("c", 1)]));
+    let mut within = DeltaClient::connect(server.addr).await.expect("open");
+    within.send(delta_request(Some("n1"), ENDPOINT, &["a", "b"], &[], "")).await;
+    let w1 = within.recv().await;
+    within.ack(ENDPOINT, &w1).await;
+
+    let mut greedy = DeltaClient::connect(server.addr).await.expect("open");
+    greedy.send(delta_request(Some("n1"), ENDPOINT, &["a", "b"], &[], "")).await;
+    let g1 = greedy.recv().await;
+    assert_eq!(delta_names(&g1), ["a", "b"]);
+    greedy.ack(ENDPOINT, &g1).await;
+    greedy.send(delta_request(None, ENDPOINT, &["c"], &[], &g1.nonce)).await;
+    let status = greedy.recv_error().await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains(ENDPOINT) && status.message().contains("max_subscribed_names"),
+        "the message names the type and the setting: {}",
+        status.message()
+    );
+
+    server.cache.set_snapshot("n1", snapshot(&[], &[("a", 2), ("b", 1), ("c", 1)]));
+    assert_eq!(delta_names(&within.recv().await), ["a"], "the other stream still gets updates");
+}

@@ -425,3 +425,25 @@ async fn compressed_requests_are_refused_with_a_clear_status() {
     assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
     assert!(status.message().contains("uncompressed"), "{}", status.message());
 }
+
+/// A request listing more names than the server's limit ends that stream with
+/// RESOURCE_EXHAUSTED naming the setting; another stream is untouched.
+#[tokio::test]
+async fn a_request_listing_more_names_than_the_limit_ends_that_stream_only() {
+    let builder = XdsServer::builder().max_subscribed_names(2);
+    let server = TestServer::start_with(builder, Arc::new(SnapshotCache::new())).await;
+    server.cache.set_snapshot("n1", snapshot(&[], &[("a", 1), ("b", 1), ("c", 1)]));
+    let mut within = AdsClient::connect(server.addr).await.expect("open");
+    within.send(request(Some("n1"), ENDPOINT, &["a", "b"], "", "")).await;
+    let w1 = within.recv().await;
+    within.send(request(None, ENDPOINT, &["a", "b"], &w1.version_info, &w1.nonce)).await;
+
+    let mut greedy = AdsClient::connect(server.addr).await.expect("open");
+    greedy.send(request(Some("n1"), ENDPOINT, &["a", "b", "c"], "", "")).await;
+    let status = greedy.recv_error().await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.message().contains("max_subscribed_names"), "{}", status.message());
+
+    server.cache.set_snapshot("n1", snapshot(&[], &[("a", 2), ("b", 1), ("c", 1)]));
+    assert_eq!(resource_names(&within.recv().await), ["a", "b"], "the other stream still gets updates");
+}

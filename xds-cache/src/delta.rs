@@ -116,12 +116,21 @@ pub struct DeltaStream {
     types: TypeMap<TypeState>,
     /// Name lists shared with the other streams of the server, if any.
     name_lists: Option<Arc<NameLists>>,
+    /// The most names and globs of one type the stream may subscribe.
+    max_names: usize,
 }
 
 impl DeltaStream {
     /// A stream of the aggregated service: every request names its type.
     pub fn ads() -> Self {
-        Self { fixed_type: None, node: None, next_nonce: 1, types: TypeMap::default(), name_lists: None }
+        Self {
+            fixed_type: None,
+            node: None,
+            next_nonce: 1,
+            types: TypeMap::default(),
+            name_lists: None,
+            max_names: crate::DEFAULT_MAX_NAMES,
+        }
     }
 
     /// A per-type stream (`DeltaClusters`, ...).
@@ -135,6 +144,16 @@ impl DeltaStream {
     /// either way.
     pub fn with_name_lists(mut self, lists: Arc<NameLists>) -> Self {
         self.name_lists = Some(lists);
+        self
+    }
+
+    /// The most names (and collection globs) of one type the stream may subscribe, over all its
+    /// requests ([`DEFAULT_MAX_NAMES`]): a request taking the subscription beyond it is refused
+    /// with [`Error::TooManyNames`], which ends the stream.
+    ///
+    /// [`DEFAULT_MAX_NAMES`]: crate::DEFAULT_MAX_NAMES
+    pub fn with_max_names(mut self, limit: usize) -> Self {
+        self.max_names = limit;
         self
     }
 
@@ -210,8 +229,8 @@ impl DeltaStream {
                 changed |= state.globs.remove(&glob).is_some();
             } else {
                 let canonical = canonical_name(name);
-                let was_explicit = state.names.contains(&canonical)
-                    || added.binary_search_by(|(a, _)| (**a).cmp(&canonical)).is_ok();
+                let was_explicit =
+                    state.names.contains(&canonical) || added.binary_search_by(|(a, _)| (**a).cmp(&canonical)).is_ok();
                 if state.wildcard {
                     // Rule 15: the wildcard still covers it; the client dropped it.
                     state.pending.insert(Arc::from(&*canonical));
@@ -226,7 +245,17 @@ impl DeltaStream {
         }
         dropped.sort_unstable();
         dropped.dedup();
+        // Refused before the list is built when the request alone goes beyond the limit.
+        let at_least = state.names.keys.len().max(added.len()).saturating_sub(dropped.len()) + state.globs.len();
+        let too_many = |names| Error::TooManyNames { type_url: type_url.to_string(), names, limit: self.max_names };
+        if at_least > self.max_names {
+            return Err(too_many(at_least));
+        }
         state.names.edit(&added, &dropped, self.name_lists.as_deref());
+        let subscribed = state.names.keys.len() + state.globs.len();
+        if subscribed > self.max_names {
+            return Err(too_many(subscribed));
+        }
         // Rules 13 and 14: every name subscribed is answered (unless unsubscribed again).
         for (canonical, _) in &added {
             if let Some(name) = state.names.canonical(canonical) {
@@ -1058,6 +1087,27 @@ mod tests {
         let mut edited: Vec<&str> = forward.iter().copied().filter(|n| *n != "c0").chain(["extra"]).collect();
         edited.sort_unstable();
         assert_eq!(streams[1].subscribed(EDS).collect::<Vec<_>>(), edited);
+    }
+
+    #[test]
+    fn subscriptions_beyond_the_limit_are_refused_over_many_requests() {
+        let mut s = DeltaStream::ads().with_max_names(3);
+        s.on_request(&req(EDS, &["a", "b"], &[], "")).expect("two");
+        s.on_request(&req(EDS, &["c", "a"], &[], "")).expect("three, one again");
+        let err = s.on_request(&req(EDS, &["d"], &[], "")).expect_err("a fourth");
+        assert!(matches!(&err, Error::TooManyNames { names: 4, limit: 3, .. }), "{err:?}");
+        // Dropping names makes room; globs count as names.
+        let mut s = DeltaStream::ads().with_max_names(3);
+        s.on_request(&req(CDS, &["a", "b", "c"], &[], "")).expect("three");
+        s.on_request(&req(CDS, &["d"], &["a"], "")).expect("one for one");
+        let err = s.on_request(&req(CDS, &["xdstp://auth/t/ns/*"], &[], "")).expect_err("a glob as well");
+        assert!(matches!(err, Error::TooManyNames { names: 4, .. }));
+        // A request alone beyond the limit is refused before its list is built.
+        let mut s = DeltaStream::ads().with_max_names(3);
+        let err = s.on_request(&req(EDS, &["a", "b", "c", "d", "e"], &[], "")).expect_err("five");
+        assert!(matches!(err, Error::TooManyNames { names: 5, .. }));
+        assert!(s.types.get(EDS).expect("eds").names.is_empty());
+        assert_eq!(DeltaStream::ads().max_names, crate::DEFAULT_MAX_NAMES);
     }
 
     #[test]

@@ -23,6 +23,19 @@ pub enum Error {
         /// The type in the request.
         got: String,
     },
+    /// A request would make the stream subscribe more names of one type than its limit (see
+    /// [`SotwStream::with_max_names`](crate::SotwStream::with_max_names)).
+    #[error(
+        "the stream would subscribe {names} names of {type_url}, more than the limit of {limit} per type and stream"
+    )]
+    TooManyNames {
+        /// The type.
+        type_url: String,
+        /// The names the stream would subscribe (a SotW request: the names it lists).
+        names: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A snapshot references resources it does not hold.
     #[error("inconsistent snapshot: {}", crate::consistency::describe(.0))]
     Inconsistent(Vec<Missing>),

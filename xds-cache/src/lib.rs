@@ -46,3 +46,8 @@ pub use error::Error;
 pub use router::TypeRouter;
 pub use snapshot::{Snapshot, SnapshotBuilder};
 pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, SOTW_TTL_FEATURES, WILDCARD};
+
+/// The most names of one type a stream may subscribe by default: far above what a proxy of the
+/// largest meshes subscribes, low enough that one peer cannot grow a stream's state without
+/// bound over many delta requests. See [`SotwStream::with_max_names`].
+pub const DEFAULT_MAX_NAMES: usize = 100_000;

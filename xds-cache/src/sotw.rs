@@ -265,6 +265,8 @@ pub struct SotwStream {
     types: TypeMap<TypeState>,
     /// Name lists shared with the other streams of the server, if any.
     name_lists: Option<Arc<NameLists>>,
+    /// The most names of one type a request may list.
+    max_names: usize,
 }
 
 impl SotwStream {
@@ -277,6 +279,7 @@ impl SotwStream {
             next_nonce: 1,
             types: TypeMap::default(),
             name_lists: None,
+            max_names: crate::DEFAULT_MAX_NAMES,
         }
     }
 
@@ -290,6 +293,15 @@ impl SotwStream {
     /// list instead of making its own. Behaviour is the same either way.
     pub fn with_name_lists(mut self, lists: Arc<NameLists>) -> Self {
         self.name_lists = Some(lists);
+        self
+    }
+
+    /// The most names of one type the stream may subscribe ([`DEFAULT_MAX_NAMES`]): a request
+    /// listing more is refused with [`Error::TooManyNames`], which ends the stream.
+    ///
+    /// [`DEFAULT_MAX_NAMES`]: crate::DEFAULT_MAX_NAMES
+    pub fn with_max_names(mut self, limit: usize) -> Self {
+        self.max_names = limit;
         self
     }
 
@@ -314,6 +326,13 @@ impl SotwStream {
         let kind = state.ack.classify(&req.response_nonce, req.error_detail.as_ref(), Some(&req.version_info));
         if kind == RequestKind::Stale {
             return Ok(RequestInfo { type_url, kind, new_type });
+        }
+        if req.resource_names.len() > self.max_names {
+            return Err(Error::TooManyNames {
+                type_url: type_url.to_string(),
+                names: req.resource_names.len(),
+                limit: self.max_names,
+            });
         }
 
         // Rule 7: wildcard and subscriptions.
@@ -802,6 +821,18 @@ mod tests {
         r.node = None;
         s.on_request(&r).expect("node remembered");
         assert_eq!(s.node().map(|n| n.id.as_str()), Some("n1"));
+    }
+
+    #[test]
+    fn a_request_listing_more_names_than_the_limit_is_refused() {
+        let mut s = SotwStream::ads().with_max_names(3);
+        s.on_request(&req(EDS, &["a", "b", "c"], "", "")).expect("at the limit");
+        s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
+        let r = s.next_response().expect("answered");
+        let err = s.on_request(&req(EDS, &["a", "b", "c", "d"], &r.version, &r.nonce)).expect_err("beyond");
+        assert!(matches!(&err, Error::TooManyNames { names: 4, limit: 3, .. }), "{err:?}");
+        assert!(err.to_string().contains(EDS), "the message names the type: {err}");
+        assert_eq!(SotwStream::ads().max_names, crate::DEFAULT_MAX_NAMES);
     }
 
     #[test]

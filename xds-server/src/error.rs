@@ -29,6 +29,9 @@ pub(crate) fn status_of(err: xds_cache::Error) -> Status {
         E::MissingNode | E::EmptyNodeId | E::MissingTypeUrl | E::WrongType { .. } => {
             Status::invalid_argument(err.to_string())
         }
+        E::TooManyNames { .. } => Status::resource_exhausted(format!(
+            "{err}: subscribe fewer names, or raise the server's limit (ServerBuilder::max_subscribed_names)"
+        )),
         E::Core(core) => status_of_core(core),
         other => Status::internal(other.to_string()),
     }

@@ -58,7 +58,10 @@ impl Protocol for SotwStream {
     }
 
     fn new(fixed_type: Option<&str>, shared: &Shared) -> Self {
-        fixed_type.map_or_else(SotwStream::ads, SotwStream::for_type).with_name_lists(shared.name_lists.clone())
+        fixed_type
+            .map_or_else(SotwStream::ads, SotwStream::for_type)
+            .with_name_lists(shared.name_lists.clone())
+            .with_max_names(shared.config.max_subscribed_names)
     }
     fn on_request(&mut self, req: &DiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         SotwStream::on_request(self, req)
@@ -121,7 +124,10 @@ impl Protocol for DeltaStream {
     }
 
     fn new(fixed_type: Option<&str>, shared: &Shared) -> Self {
-        fixed_type.map_or_else(DeltaStream::ads, DeltaStream::for_type).with_name_lists(shared.name_lists.clone())
+        fixed_type
+            .map_or_else(DeltaStream::ads, DeltaStream::for_type)
+            .with_name_lists(shared.name_lists.clone())
+            .with_max_names(shared.config.max_subscribed_names)
     }
     fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         DeltaStream::on_request(self, req)

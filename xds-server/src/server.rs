@@ -103,6 +103,7 @@ pub struct TlsConfig {
 pub struct ServerBuilder {
     tls: Option<TlsConfig>,
     max_receive_message_size: usize,
+    max_subscribed_names: usize,
     http: HttpSettings,
     drain_timeout: Duration,
     heartbeat_interval: Duration,
@@ -116,6 +117,7 @@ impl Default for ServerBuilder {
         Self {
             tls: None,
             max_receive_message_size: DEFAULT_MAX_RECEIVE_MESSAGE_SIZE,
+            max_subscribed_names: xds_cache::DEFAULT_MAX_NAMES,
             http: HttpSettings {
                 keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
                 keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
@@ -137,6 +139,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("tls", &self.tls.is_some())
             .field("max_receive_message_size", &self.max_receive_message_size)
+            .field("max_subscribed_names", &self.max_subscribed_names)
             .field("keepalive_interval", &self.http.keepalive_interval)
             .field("max_concurrent_streams", &self.http.max_concurrent_streams)
             .field("max_connections", &self.http.max_connections)
@@ -157,6 +160,18 @@ impl ServerBuilder {
     #[must_use]
     pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
         self.max_receive_message_size = bytes;
+        self
+    }
+
+    /// The most resource names (and `xdstp://` collection globs) of one type a stream may
+    /// subscribe ([`xds_cache::DEFAULT_MAX_NAMES`]). A SotW request listing more, or a delta
+    /// request taking the stream's subscription beyond it, ends that stream with
+    /// `RESOURCE_EXHAUSTED` and a message naming the type and the limit; other streams are not
+    /// touched. Delta subscriptions add up over a stream's requests, so without a limit one peer
+    /// could grow a stream's state without bound.
+    #[must_use]
+    pub fn max_subscribed_names(mut self, names: usize) -> Self {
+        self.max_subscribed_names = names;
         self
     }
 
@@ -267,6 +282,7 @@ impl ServerBuilder {
             metrics: self.metrics.clone(),
             config: StreamConfig {
                 max_receive_message_size: self.max_receive_message_size,
+                max_subscribed_names: self.max_subscribed_names,
                 heartbeat_interval: self.heartbeat_interval,
             },
             shutdown: CancellationToken::new(),

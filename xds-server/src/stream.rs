@@ -37,6 +37,7 @@ use crate::watches::Watches;
 #[derive(Debug, Clone)]
 pub(crate) struct StreamConfig {
     pub max_receive_message_size: usize,
+    pub max_subscribed_names: usize,
     pub heartbeat_interval: Duration,
 }
 

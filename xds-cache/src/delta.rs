@@ -86,7 +86,7 @@ struct TypeState {
     /// Collection globs: (canonical path prefix, canonical query) → the name as requested.
     globs: BTreeMap<(String, String), Arc<str>>,
     /// Canonical names to answer in the next response whether or not they changed.
-    pending: BTreeSet<Arc<str>>,
+    pending: Pending,
     /// Globs to answer in full in the next response.
     pending_globs: Vec<(String, String)>,
     /// Everything covered by the wildcard must be compared in full in the next response.
@@ -236,7 +236,7 @@ impl DeltaStream {
                     state.pending.insert(Arc::from(&*canonical));
                     changed = true;
                 } else if was_explicit {
-                    state.pending.remove(&*canonical);
+                    state.pending.remove(&canonical);
                 }
                 if was_explicit {
                     dropped.push(canonical);
@@ -256,12 +256,9 @@ impl DeltaStream {
         if subscribed > self.max_names {
             return Err(too_many(subscribed));
         }
-        // Rules 13 and 14: every name subscribed is answered (unless unsubscribed again).
-        for (canonical, _) in &added {
-            if let Some(name) = state.names.canonical(canonical) {
-                state.pending.insert(name.clone());
-            }
-        }
+        // Rules 13 and 14: every name subscribed is answered (unless unsubscribed again). The
+        // names come in order: the set is built in one pass rather than by an insert each.
+        state.pending.extend_sorted(state.names.held(added.iter().map(|(canonical, _)| &**canonical)));
         if changed {
             state.waiting = true;
             state.dirty = true;
@@ -316,7 +313,7 @@ impl DeltaStream {
                     .after(i)
                     .any(|(later, s)| s.ready() && type_url::order(later) > type_url::order(type_url::ENDPOINT));
             let state = self.types.at_mut(i);
-            let Some((resources, mut removed)) = state.compute() else {
+            let Some((resources, mut removed)) = state.compute(self.name_lists.as_deref()) else {
                 state.dirty = false;
                 continue;
             };
@@ -437,6 +434,16 @@ impl Names {
         self.spelled.get(key).unwrap_or(key)
     }
 
+    /// The stream's copies of those of the ascending canonical `names` that are subscribed,
+    /// found by walking the list alongside them.
+    fn held<'a>(&'a self, names: impl Iterator<Item = &'a str> + 'a) -> impl Iterator<Item = Arc<str>> + 'a {
+        let mut keys = self.keys.iter().peekable();
+        names.filter_map(move |name| {
+            while keys.next_if(|key| &***key < name).is_some() {}
+            keys.next_if(|key| &***key == name).cloned()
+        })
+    }
+
     /// Every name as the client spelled it, ordered by canonical name.
     fn requested(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|key| &**self.spelling(key))
@@ -510,6 +517,55 @@ fn sorted_latest_spelling<'a>(mut added: Vec<(Cow<'a, str>, &'a str)>) -> Vec<(C
         same
     });
     added
+}
+
+/// Canonical names, ordered, each once: a sorted vector, since names mostly come in ordered
+/// batches (a request's subscriptions) and are walked in order.
+#[derive(Debug, Default)]
+struct Pending(Vec<Arc<str>>);
+
+impl Pending {
+    fn insert(&mut self, name: Arc<str>) {
+        if let Err(i) = self.0.binary_search(&name) {
+            self.0.insert(i, name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.0.binary_search_by(|n| (**n).cmp(name)) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Adds ascending names in one merge.
+    fn extend_sorted(&mut self, names: impl Iterator<Item = Arc<str>>) {
+        if self.0.is_empty() {
+            self.0 = names.collect();
+            return;
+        }
+        let old = std::mem::take(&mut self.0);
+        let mut merged = Vec::with_capacity(old.len() + names.size_hint().0);
+        let mut old = old.into_iter().peekable();
+        for name in names {
+            while let Some(before) = old.next_if(|o| *o < name) {
+                merged.push(before);
+            }
+            if old.peek() != Some(&name) {
+                merged.push(name);
+            }
+        }
+        merged.extend(old);
+        self.0 = merged;
+    }
+
+    /// Empties it, giving its memory back.
+    fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
+        self.0.iter()
+    }
 }
 
 /// Finds ascending canonical names among the explicit subscriptions: by walking them alongside
@@ -675,6 +731,12 @@ impl TypeState {
 
     /// The name to answer with: as the client spelled it when it subscribed explicitly.
     fn reply_name(&self, canonical: &Arc<str>, resource: Option<&Arc<EncodedResource>>) -> Arc<str> {
+        // The common case: no name respelled, and the resource named canonically: the answer is
+        // the canonical name, subscribed explicitly or not.
+        let own = resource.map(|r| r.name_arc());
+        if self.names.spelled.is_empty() && own.is_none_or(|own| Arc::ptr_eq(own, canonical) || **own == **canonical) {
+            return canonical.clone();
+        }
         if let Some(requested) = self.names.get(canonical) {
             return requested.clone();
         }
@@ -686,12 +748,17 @@ impl TypeState {
     }
 
     /// What to send now: `None` when nothing is due.
-    fn compute(&mut self) -> Option<(Vec<DeltaResource>, Vec<Arc<str>>)> {
+    fn compute(&mut self, lists: Option<&NameLists>) -> Option<(Vec<DeltaResource>, Vec<Arc<str>>)> {
         let latest = self.latest.as_ref()?;
         if std::mem::take(&mut self.names.unselected) && !self.names.is_empty() {
             // Takes over the list the set keeps for these names (the other streams' that
-            // subscribe the same), holding the set's own strings.
+            // subscribe the same), holding the set's own strings; the streams that subscribe
+            // these names next start from it.
+            let before = self.names.keys.clone();
             latest.select(&mut self.names.keys);
+            if let Some(lists) = lists.filter(|_| !Arc::ptr_eq(&before, &self.names.keys)) {
+                lists.prefer(&self.names.keys);
+            }
         }
         let mut out = Builder::default();
         let first = self.base.is_none();
@@ -762,8 +829,8 @@ impl TypeState {
             }
         }
         // Rules 13 and 14: every newly subscribed name is answered, with the resource or a removal.
-        for name in &self.pending {
-            if let Some(r) = latest.get(name) {
+        for (name, found) in latest.find_sorted(self.pending.iter()) {
+            if let Some(r) = found {
                 if !(first && self.initial.as_ref().and_then(|i| i.get(name)).map(String::as_str) == Some(r.version()))
                 {
                     out.upsert(self.reply_name(name, Some(r)), r);
@@ -1078,6 +1145,13 @@ mod tests {
         let (a, b) = (keys(&streams[0]), keys(&streams[1]));
         assert!(Arc::ptr_eq(&a, &b), "one list for both streams");
         assert!(a.iter().zip(first.names()).all(|(n, own)| Arc::ptr_eq(n, own)), "the set's own strings");
+        // A stream subscribing the same names later starts from that list: what it must answer
+        // is the set's strings too, found by address.
+        let mut late = DeltaStream::ads().with_name_lists(lists.clone());
+        late.on_request(&req(EDS, &forward, &[], "")).expect("subscribe");
+        assert!(Arc::ptr_eq(&keys(&late), &a));
+        let pending = &late.types.get(EDS).expect("eds").pending;
+        assert!(pending.iter().zip(first.names()).all(|(n, own)| Arc::ptr_eq(n, own)));
         // A stream whose subscription then differs gets a list of its own; the other keeps its.
         let s = &mut streams[1];
         s.on_request(&req(EDS, &["extra"], &["c0"], "")).expect("edit");
@@ -1108,6 +1182,22 @@ mod tests {
         assert!(matches!(err, Error::TooManyNames { names: 5, .. }));
         assert!(s.types.get(EDS).expect("eds").names.is_empty());
         assert_eq!(DeltaStream::ads().max_names, crate::DEFAULT_MAX_NAMES);
+    }
+
+    #[test]
+    fn pending_names_stay_ordered_and_unique() {
+        let mut p = Pending::default();
+        let names = |p: &Pending| p.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        p.extend_sorted(["b", "d"].into_iter().map(Arc::from));
+        p.extend_sorted(["a", "b", "c", "e"].into_iter().map(Arc::from));
+        p.insert("c".into());
+        p.insert("bb".into());
+        assert_eq!(names(&p), ["a", "b", "bb", "c", "d", "e"]);
+        p.remove("bb");
+        p.remove("zz");
+        assert_eq!(names(&p), ["a", "b", "c", "d", "e"]);
+        p.clear();
+        assert!(p.iter().next().is_none());
     }
 
     #[test]

@@ -91,6 +91,19 @@ impl<K, V, const N: usize> Kept<K, V, N> {
         None
     }
 
+    /// Keeps `value` under `key` in place of the first entry `same` accepts, or as a new entry.
+    fn replace(&self, key: K, value: V, same: impl Fn(&K) -> bool) {
+        let mut entries = self.entries();
+        if let Some(entry) = entries.iter_mut().find(|(k, _)| same(k)) {
+            *entry = (key, value);
+            return;
+        }
+        if entries.len() == N {
+            entries.pop_front();
+        }
+        entries.push_back((key, value));
+    }
+
     /// Entries kept.
     pub(crate) fn len(&self) -> usize {
         self.entries().len()
@@ -170,6 +183,13 @@ impl NameLists {
     pub fn keep(&self, names: &Names) {
         self.kept.keep(names.clone(), (), |kept, ()| same_names(kept, names).then_some(()));
     }
+
+    /// Keeps `names` in place of an equal list (`names` holding a resource set's own strings,
+    /// say, where the kept list holds a request's), or as a new list: the streams that find it
+    /// then hold strings a walk of the set recognises by address.
+    pub fn prefer(&self, names: &Names) {
+        self.kept.replace(names.clone(), (), |kept| same_names(kept, names));
+    }
 }
 
 impl fmt::Debug for NameLists {
@@ -243,5 +263,20 @@ mod tests {
         assert_eq!(lists.kept.len(), NAME_LISTS);
         assert!(lists.find(["a", "c"].into_iter()).is_none(), "the oldest list went first");
         assert!(lists.find(["n0"].into_iter()).is_some());
+    }
+
+    #[test]
+    fn name_lists_prefer_an_equal_list_in_place_of_the_kept_one() {
+        let lists = NameLists::default();
+        let first = list(&["a", "c"]);
+        lists.keep(&first);
+        lists.keep(&list(&["b"]));
+        let better = list(&["a", "c"]);
+        lists.prefer(&better);
+        let found = lists.find(["a", "c"].into_iter()).expect("kept");
+        assert!(Arc::ptr_eq(&found, &better), "the preferred list replaced the equal one");
+        assert_eq!(lists.kept.len(), 2, "in place, not beside it");
+        lists.prefer(&list(&["d"]));
+        assert_eq!(lists.kept.len(), 3, "a new list is kept as well");
     }
 }

@@ -200,6 +200,29 @@ impl ResourceSet {
         self.selections.named(names, |names| self.pick(names))
     }
 
+    /// The resource of each of the ascending canonical `names` (`None` where the set holds
+    /// none), found by walking the set alongside them when they are not many fewer than its
+    /// resources, else by one search each. Names that are the set's own strings are recognised
+    /// by address.
+    pub fn find_sorted<'a>(
+        &'a self,
+        names: impl IntoIterator<Item = &'a Arc<str>> + 'a,
+    ) -> impl Iterator<Item = (&'a Arc<str>, Option<&'a Arc<EncodedResource>>)> + 'a {
+        let names = names.into_iter();
+        let lookups = names.size_hint().0;
+        let mut entries = walk_rather_than_search(self.len(), lookups).then(|| self.resources.iter().peekable());
+        names.map(move |name| {
+            let found = match &mut entries {
+                Some(entries) => {
+                    while entries.next_if(|(n, _)| !Arc::ptr_eq(n, name) && ***n < **name).is_some() {}
+                    entries.next_if(|(n, _)| Arc::ptr_eq(n, name) || ***n == **name).map(|(_, r)| r)
+                }
+                None => self.resources.get(name),
+            };
+            (name, found)
+        })
+    }
+
     /// The resources named by `names`, found by walking the set alongside them or by one search
     /// each; names found are replaced by the set's own strings.
     fn pick(&self, names: &mut Names) -> Selection {
@@ -327,6 +350,26 @@ mod tests {
         let c = ResourceSet::from_resources(CLUSTER, [res("b", b"2"), res("a", b"3")]);
         assert_ne!(a.version(), c.version());
         assert_ne!(ResourceSet::empty(CLUSTER).version(), a.version());
+    }
+
+    #[test]
+    fn find_sorted_walks_or_searches_alike() {
+        let set = ResourceSet::from_resources(CLUSTER, (0..100).map(|i| res(&format!("c{i:03}"), b"x")));
+        let own = |name: &str| set.names().find(|n| &***n == name).cloned().expect("held");
+        // Few names in a large set are searched, many walked; missing names before, between and
+        // after the set's; the set's own strings and other strings alike.
+        let few: Vec<Arc<str>> = vec!["a".into(), "c005".into(), "c0055".into(), own("c050"), "zz".into()];
+        let mut many: Vec<Arc<str>> = (0..120).map(|i| Arc::from(format!("c{i:03}").as_str())).collect();
+        many[7] = own("c007");
+        many.insert(0, "b".into());
+        for names in [few, many] {
+            let found: Vec<(String, Option<String>)> =
+                set.find_sorted(&names).map(|(n, r)| (n.to_string(), r.map(|r| r.name().to_string()))).collect();
+            let expected: Vec<(String, Option<String>)> =
+                names.iter().map(|n| (n.to_string(), set.get(n).map(|r| r.name().to_string()))).collect();
+            assert_eq!(found, expected);
+            assert!(found.iter().any(|(_, r)| r.is_some()) && found.iter().any(|(_, r)| r.is_none()));
+        }
     }
 
     #[test]

@@ -427,10 +427,11 @@ async fn compressed_requests_are_refused_with_a_clear_status() {
 }
 
 /// A request listing more names than the server's limit ends that stream with
-/// RESOURCE_EXHAUSTED naming the setting; another stream is untouched.
+/// RESOURCE_EXHAUSTED naming the setting, counted in the metrics; another stream is untouched.
 #[tokio::test]
 async fn a_request_listing_more_names_than_the_limit_ends_that_stream_only() {
-    let builder = XdsServer::builder().max_subscribed_names(2);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let builder = XdsServer::builder().max_subscribed_names(2).metrics(&mut registry);
     let server = TestServer::start_with(builder, Arc::new(SnapshotCache::new())).await;
     server.cache.set_snapshot("n1", snapshot(&[], &[("a", 1), ("b", 1), ("c", 1)]));
     let mut within = AdsClient::connect(server.addr).await.expect("open");
@@ -443,6 +444,9 @@ async fn a_request_listing_more_names_than_the_limit_ends_that_stream_only() {
     let status = greedy.recv_error().await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert!(status.message().contains("max_subscribed_names"), "{}", status.message());
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).expect("encodes");
+    assert!(metrics.contains(r#"xds_streams_failed_total{variant="sotw",code="resource_exhausted"} 1"#), "{metrics}");
 
     server.cache.set_snapshot("n1", snapshot(&[], &[("a", 2), ("b", 1), ("c", 1)]));
     assert_eq!(resource_names(&within.recv().await), ["a", "b"], "the other stream still gets updates");

@@ -31,6 +31,37 @@ pub(crate) const REFUSED_LIMIT: &str = "limit";
 /// [`RefusalLabel`]: no request within the first-request timeout.
 pub(crate) const REFUSED_NO_REQUEST: &str = "no_request";
 
+/// Labels: the variant of a stream and the gRPC status code that ended it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct FailureLabel {
+    pub variant: &'static str,
+    pub code: &'static str,
+}
+
+/// The label value of a gRPC status code: its name in the gRPC specification, lower case.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "ok",
+        C::Cancelled => "cancelled",
+        C::Unknown => "unknown",
+        C::InvalidArgument => "invalid_argument",
+        C::DeadlineExceeded => "deadline_exceeded",
+        C::NotFound => "not_found",
+        C::AlreadyExists => "already_exists",
+        C::PermissionDenied => "permission_denied",
+        C::ResourceExhausted => "resource_exhausted",
+        C::FailedPrecondition => "failed_precondition",
+        C::Aborted => "aborted",
+        C::OutOfRange => "out_of_range",
+        C::Unimplemented => "unimplemented",
+        C::Internal => "internal",
+        C::Unavailable => "unavailable",
+        C::DataLoss => "data_loss",
+        C::Unauthenticated => "unauthenticated",
+    }
+}
+
 /// Labels: a resource type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TypeLabel {
@@ -55,6 +86,7 @@ pub(crate) struct Metrics {
     pub connections_refused: Family<RefusalLabel, Counter>,
     pub streams_open: Family<VariantLabel, Gauge>,
     pub streams_total: Family<VariantLabel, Counter>,
+    pub streams_failed: Family<FailureLabel, Counter>,
     pub requests: Family<RequestLabel, Counter>,
     pub responses: Family<TypeLabel, Counter>,
     pub response_bytes: Family<TypeLabel, Counter>,
@@ -69,6 +101,7 @@ impl Metrics {
             connections_refused: Family::default(),
             streams_open: Family::default(),
             streams_total: Family::default(),
+            streams_failed: Family::default(),
             requests: Family::default(),
             responses: Family::default(),
             response_bytes: Family::default(),
@@ -85,6 +118,13 @@ impl Metrics {
         );
         r.register("streams_open", "xDS streams currently connected", m.streams_open.clone());
         r.register("streams", "xDS streams opened", m.streams_total.clone());
+        r.register(
+            "streams_failed",
+            "xDS streams the server ended with an error status, by gRPC code (invalid_argument: a \
+             malformed request; resource_exhausted: a limit such as max_subscribed_names; \
+             permission_denied: a node the client may not claim; unavailable: shutting down)",
+            m.streams_failed.clone(),
+        );
         r.register(
             "requests",
             "xDS requests received, by type and kind (initial, ack, nack, stale)",

@@ -27,7 +27,7 @@ use crate::callbacks::{Callbacks, StreamInfo, Variant};
 use crate::codec::Recycle;
 use crate::conn::ConnExecutor;
 use crate::error::{status_of, status_of_core};
-use crate::metrics::{Metrics, RequestLabel, VariantLabel};
+use crate::metrics::{code_name, FailureLabel, Metrics, RequestLabel, VariantLabel};
 use crate::protocol::Protocol;
 use crate::requests::Requests;
 use crate::status::{ClientRegistry, StreamHandle};
@@ -221,6 +221,9 @@ async fn run<P: Protocol>(shared: Arc<Shared>, info: StreamInfo, mut requests: R
         Ok(()) => debug!("stream closed"),
         Err(status) => {
             info!(code = ?status.code(), message = status.message(), "stream closed with error");
+            if let Some(m) = &shared.metrics {
+                m.streams_failed.get_or_create(&FailureLabel { variant, code: code_name(status.code()) }).inc();
+            }
             // Best effort: a client that stopped reading must not keep the task alive.
             let ended = async {
                 if outbox.ready().await.is_ok() {

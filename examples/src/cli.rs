@@ -196,7 +196,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = xds_server::DEFAULT_FIRST_REQUEST_TIMEOUT.as_secs())]
     pub first_request_timeout: u64,
 
-    /// The most resource names of one type one xDS stream may subscribe.
+    /// The most resource names of one type one xDS stream may subscribe; 0 for no limit.
     ///
     /// A client going beyond it (a SotW request listing more, or delta requests adding up to
     /// more) has that stream closed with RESOURCE_EXHAUSTED, naming the type and the limit;

@@ -69,7 +69,10 @@ async fn serve_on_runtime(args: ServeArgs) -> Result<(), sidecar::Error> {
         max_connections: (args.max_connections > 0).then_some(args.max_connections),
         first_request_timeout: (args.first_request_timeout > 0)
             .then(|| std::time::Duration::from_secs(args.first_request_timeout)),
-        max_subscribed_names: args.max_subscribed_names,
+        max_subscribed_names: match args.max_subscribed_names {
+            0 => usize::MAX,
+            n => n,
+        },
         ..sidecar::Options::default()
     };
     sidecar::serve_with(&config, args.xds_addr, options, sidecar::shutdown_signal()).await

@@ -274,3 +274,49 @@ async fn a_connection_that_sends_no_request_in_time_is_closed_and_one_that_did_i
     drop(stream);
     server.stop().await.expect("stopped");
 }
+
+/// Cluster `c` with a body far larger than an HTTP/2 window, tagged `tag`.
+fn large_snapshot(tag: usize) -> Snapshot {
+    let cluster =
+        Cluster { name: "c".into(), alt_stat_name: format!("{tag}:{}", "x".repeat(256 * 1024)), ..Default::default() };
+    Snapshot::builder().resource(&cluster).version(CLUSTER, &tag.to_string()).build()
+}
+
+/// A stream whose client stops reading (its HTTP/2 window full, mid-response) holds up neither
+/// the other streams of its connection, which share its task, nor those of other connections:
+/// each update reaches them while the stalled stream still waits to be read.
+#[tokio::test]
+async fn a_stream_that_stops_reading_holds_up_no_other_stream() {
+    let server = xds_tests::TestServer::start().await;
+    server.cache.set_snapshot("n1", large_snapshot(0));
+    let connect = || async {
+        Endpoint::from_shared(format!("http://{}", server.addr))
+            .expect("uri")
+            .initial_stream_window_size(Some(16 * 1024))
+            .connect()
+            .await
+            .expect("connect")
+    };
+    let shared = connect().await;
+    let stalled = AdsClient::on(shared.clone()).await.expect("opened");
+    stalled.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+    let mut healthy =
+        vec![AdsClient::on(shared).await.expect("opened"), AdsClient::on(connect().await).await.expect("opened")];
+    let mut acks = Vec::new();
+    for stream in &mut healthy {
+        stream.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+        let r = stream.recv().await;
+        assert_eq!(r.version_info, "0");
+        acks.push(r);
+    }
+    for tag in 1..=5 {
+        server.cache.set_snapshot("n1", large_snapshot(tag));
+        for (stream, last) in healthy.iter_mut().zip(&mut acks) {
+            stream.send(request(None, CLUSTER, &[], &last.version_info, &last.nonce)).await;
+            let r = stream.recv().await;
+            assert_eq!(r.version_info, tag.to_string(), "each update reaches the streams that read");
+            *last = r;
+        }
+    }
+    drop(stalled);
+}

@@ -342,11 +342,16 @@ impl DeltaStream {
             // (the common case where the EDS service name is the cluster name).
             if &*t == type_url::CLUSTER {
                 if let Some(eds) = self.types.get_mut(type_url::ENDPOINT).filter(|eds| eds.base.is_some()) {
-                    for r in resources.iter().filter(|r| !r.heartbeat) {
-                        if let Some(name) = eds.names.canonical(&canonical_name(r.resource.name())) {
-                            eds.pending.insert(name.clone());
-                            eds.dirty = true;
-                        }
+                    let mut warming: Vec<Arc<str>> = resources
+                        .iter()
+                        .filter(|r| !r.heartbeat)
+                        .filter_map(|r| eds.names.canonical(&canonical_name(r.resource.name())).cloned())
+                        .collect();
+                    if !warming.is_empty() {
+                        warming.sort_unstable();
+                        warming.dedup();
+                        eds.pending.extend_sorted(warming.into_iter());
+                        eds.dirty = true;
                     }
                 }
             }

@@ -263,3 +263,23 @@ async fn subscriptions_beyond_the_limit_end_that_stream_only() {
     server.cache.set_snapshot("n1", snapshot(&[], &[("a", 2), ("b", 1), ("c", 1)]));
     assert_eq!(delta_names(&within.recv().await), ["a"], "the other stream still gets updates");
 }
+
+/// Delta subscriptions whose names add up over requests to more bytes than one request may carry
+/// end that stream with RESOURCE_EXHAUSTED naming the setting.
+#[tokio::test]
+async fn subscriptions_beyond_a_requests_worth_of_bytes_end_the_stream() {
+    let cache = std::sync::Arc::new(xds_cache::SnapshotCache::new());
+    let builder = xds_server::XdsServer::builder().max_receive_message_size(4096);
+    let server = TestServer::start_with(builder, cache).await;
+    server.cache.set_snapshot("n1", snapshot(&[], &[("a", 1)]));
+    let mut c = DeltaClient::connect(server.addr).await.expect("open");
+    let long: Vec<String> = (0..3).map(|i| format!("{i}{}", "x".repeat(1500))).collect();
+    c.send(delta_request(Some("n1"), ENDPOINT, &["a", &long[0], &long[1]], &[], "")).await;
+    let r1 = c.recv().await;
+    assert_eq!(delta_names(&r1), ["a"]);
+    c.ack(ENDPOINT, &r1).await;
+    c.send(delta_request(None, ENDPOINT, &[&long[2]], &[], &r1.nonce)).await;
+    let status = c.recv_error().await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.message().contains("max_receive_message_size"), "{}", status.message());
+}

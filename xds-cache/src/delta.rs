@@ -118,6 +118,8 @@ pub struct DeltaStream {
     name_lists: Option<Arc<NameLists>>,
     /// The most names and globs of one type the stream may subscribe.
     max_names: usize,
+    /// The most bytes of those names.
+    max_name_bytes: usize,
 }
 
 impl DeltaStream {
@@ -130,6 +132,7 @@ impl DeltaStream {
             types: TypeMap::default(),
             name_lists: None,
             max_names: crate::DEFAULT_MAX_NAMES,
+            max_name_bytes: crate::DEFAULT_MAX_NAME_BYTES,
         }
     }
 
@@ -154,6 +157,17 @@ impl DeltaStream {
     /// [`DEFAULT_MAX_NAMES`]: crate::DEFAULT_MAX_NAMES
     pub fn with_max_names(mut self, limit: usize) -> Self {
         self.max_names = limit;
+        self
+    }
+
+    /// The most bytes of names (and collection globs) of one type the stream may subscribe, over
+    /// all its requests ([`DEFAULT_MAX_NAME_BYTES`]): a request taking the subscription beyond
+    /// it is refused with [`Error::SubscriptionTooLarge`], which ends the stream. Without it, a
+    /// peer could grow a stream's subscription without bound by a few long names per request.
+    ///
+    /// [`DEFAULT_MAX_NAME_BYTES`]: crate::DEFAULT_MAX_NAME_BYTES
+    pub fn with_max_name_bytes(mut self, limit: usize) -> Self {
+        self.max_name_bytes = limit;
         self
     }
 
@@ -245,17 +259,26 @@ impl DeltaStream {
         }
         dropped.sort_unstable();
         dropped.dedup();
-        // Refused before the list is built when the request alone goes beyond the limit.
-        let at_least = state.names.keys.len().max(added.len()).saturating_sub(dropped.len()) + state.globs.len();
-        let too_many = |names| Error::TooManyNames { type_url: type_url.to_string(), names, limit: self.max_names };
-        if at_least > self.max_names {
-            return Err(too_many(at_least));
-        }
-        state.names.edit(&added, &dropped, self.name_lists.as_deref());
-        let subscribed = state.names.keys.len() + state.globs.len();
-        if subscribed > self.max_names {
-            return Err(too_many(subscribed));
-        }
+        // The limits, checked before the new list is built; collection globs count as names.
+        let globs = Room { names: state.globs.len(), bytes: state.globs.values().map(|g| g.len()).sum() };
+        let room = match (self.max_names.checked_sub(globs.names), self.max_name_bytes.checked_sub(globs.bytes)) {
+            (Some(names), Some(bytes)) => Ok(Room { names, bytes }),
+            (None, _) => Err(Over::Names(0)),
+            (_, None) => Err(Over::Bytes(0)),
+        };
+        let edited = room.and_then(|room| state.names.edit(&added, &dropped, self.name_lists.as_deref(), room));
+        edited.map_err(|over| match over {
+            Over::Names(names) => Error::TooManyNames {
+                type_url: type_url.to_string(),
+                names: names + globs.names,
+                limit: self.max_names,
+            },
+            Over::Bytes(bytes) => Error::SubscriptionTooLarge {
+                type_url: type_url.to_string(),
+                bytes: bytes + globs.bytes,
+                limit: self.max_name_bytes,
+            },
+        })?;
         // Rules 13 and 14: every name subscribed is answered (unless unsubscribed again). The
         // names come in order: the set is built in one pass rather than by an insert each.
         state.pending.extend_sorted(state.names.held(added.iter().map(|(canonical, _)| &**canonical)));
@@ -414,6 +437,8 @@ struct Names {
     spelled: BTreeMap<Arc<str>, Arc<str>>,
     /// `keys` changed since a resource set last matched them.
     unselected: bool,
+    /// The bytes of `keys`' names.
+    bytes: usize,
 }
 
 impl Names {
@@ -465,7 +490,13 @@ impl Names {
     /// Adds the `added` names (canonical and as spelled, ordered by canonical name, each once)
     /// and removes the `dropped` ones (canonical, ordered, each once; applied after the added).
     /// The new list is one `lists` keeps, when it keeps an equal one; otherwise it is kept there.
-    fn edit(&mut self, added: &[(Cow<'_, str>, &str)], dropped: &[Cow<'_, str>], lists: Option<&NameLists>) {
+    fn edit(
+        &mut self,
+        added: &[(Cow<'_, str>, &str)],
+        dropped: &[Cow<'_, str>],
+        lists: Option<&NameLists>,
+        room: Room,
+    ) -> Result<(), Over> {
         for (canonical, requested) in added {
             if **canonical == **requested {
                 self.spelled.remove(&**canonical);
@@ -479,7 +510,11 @@ impl Names {
         // The common re-subscription of names already held (Envoy's, when a cluster warms)
         // leaves the list as it is.
         if dropped.is_empty() && added.iter().all(|(canonical, _)| self.contains(canonical)) {
-            return;
+            return match (self.keys.len() > room.names, self.bytes > room.bytes) {
+                (true, _) => Err(Over::Names(self.keys.len())),
+                (_, true) => Err(Over::Bytes(self.bytes)),
+                _ => Ok(()),
+            };
         }
         // The new list: each name with the string the stream holds for it, if any.
         let mut merged: Vec<(&str, Option<&Arc<str>>)> = Vec::with_capacity(self.keys.len() + added.len());
@@ -495,6 +530,13 @@ impl Names {
         if !dropped.is_empty() {
             merged.retain(|(name, _)| dropped.binary_search_by(|d| (**d).cmp(name)).is_err());
         }
+        if merged.len() > room.names {
+            return Err(Over::Names(merged.len()));
+        }
+        let bytes = merged.iter().map(|(name, _)| name.len()).sum();
+        if bytes > room.bytes {
+            return Err(Over::Bytes(bytes));
+        }
         let keys = match lists.and_then(|l| l.find(merged.iter().map(|(name, _)| *name))) {
             Some(kept) => kept,
             None => {
@@ -507,8 +549,24 @@ impl Names {
             }
         };
         self.keys = keys;
+        self.bytes = bytes;
         self.unselected = true;
+        Ok(())
     }
+}
+
+/// What a stream's explicit subscriptions of a type may still take: names, and bytes of names.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    names: usize,
+    bytes: usize,
+}
+
+/// A subscription beyond its [`Room`]: the names or bytes it would take.
+#[derive(Debug)]
+enum Over {
+    Names(usize),
+    Bytes(usize),
 }
 
 /// `added` ordered by canonical name, each name once with the latest of its spellings.
@@ -1187,6 +1245,23 @@ mod tests {
         assert!(matches!(err, Error::TooManyNames { names: 5, .. }));
         assert!(s.types.get(EDS).expect("eds").names.is_empty());
         assert_eq!(DeltaStream::ads().max_names, crate::DEFAULT_MAX_NAMES);
+    }
+
+    #[test]
+    fn subscriptions_beyond_the_limit_of_bytes_are_refused_over_many_requests() {
+        let mut s = DeltaStream::ads().with_max_name_bytes(10);
+        s.on_request(&req(EDS, &["aaaa", "bbbb"], &[], "")).expect("8 bytes");
+        s.on_request(&req(EDS, &["cc", "aaaa"], &[], "")).expect("10 bytes, one name again");
+        let err = s.on_request(&req(EDS, &["d"], &[], "")).expect_err("11 bytes");
+        assert!(matches!(&err, Error::SubscriptionTooLarge { bytes: 11, limit: 10, .. }), "{err:?}");
+        assert!(err.to_string().contains(EDS), "{err}");
+        // Dropping names makes room; a glob's name counts.
+        let mut s = DeltaStream::ads().with_max_name_bytes(24);
+        s.on_request(&req(CDS, &["aaaa", "bbbb"], &[], "")).expect("8 bytes");
+        s.on_request(&req(CDS, &["cccc"], &["aaaa"], "")).expect("one for one");
+        let err = s.on_request(&req(CDS, &["xdstp://auth/t/ns/*"], &[], "")).expect_err("8 + 19 bytes");
+        assert!(matches!(err, Error::SubscriptionTooLarge { bytes: 27, .. }), "{err:?}");
+        assert_eq!(DeltaStream::ads().max_name_bytes, crate::DEFAULT_MAX_NAME_BYTES);
     }
 
     #[test]

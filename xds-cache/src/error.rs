@@ -36,6 +36,19 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A delta request would make the stream subscribe more bytes of names of one type than its
+    /// limit (see [`DeltaStream::with_max_name_bytes`](crate::DeltaStream::with_max_name_bytes)).
+    #[error(
+        "the stream would subscribe {bytes} bytes of names of {type_url}, more than the limit of {limit} per type and stream"
+    )]
+    SubscriptionTooLarge {
+        /// The type.
+        type_url: String,
+        /// The bytes of names the stream would subscribe.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A snapshot references resources it does not hold.
     #[error("inconsistent snapshot: {}", crate::consistency::describe(.0))]
     Inconsistent(Vec<Missing>),

@@ -51,3 +51,8 @@ pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, SOTW_TT
 /// largest meshes subscribes, low enough that one peer cannot grow a stream's state without
 /// bound over many delta requests. See [`SotwStream::with_max_names`].
 pub const DEFAULT_MAX_NAMES: usize = 100_000;
+
+/// The most bytes of names of one type a delta stream may subscribe by default, over all its
+/// requests: 64 MiB, what one request may carry by default (a SotW stream's subscription is one
+/// request's). See [`DeltaStream::with_max_name_bytes`].
+pub const DEFAULT_MAX_NAME_BYTES: usize = 64 * 1024 * 1024;

@@ -32,6 +32,9 @@ pub(crate) fn status_of(err: xds_cache::Error) -> Status {
         E::TooManyNames { .. } => Status::resource_exhausted(format!(
             "{err}: subscribe fewer names, or raise the server's limit (ServerBuilder::max_subscribed_names)"
         )),
+        E::SubscriptionTooLarge { .. } => Status::resource_exhausted(format!(
+            "{err}: subscribe fewer or shorter names, or raise the server's limit (ServerBuilder::max_receive_message_size)"
+        )),
         E::Core(core) => status_of_core(core),
         other => Status::internal(other.to_string()),
     }

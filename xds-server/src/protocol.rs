@@ -128,6 +128,7 @@ impl Protocol for DeltaStream {
             .map_or_else(DeltaStream::ads, DeltaStream::for_type)
             .with_name_lists(shared.name_lists.clone())
             .with_max_names(shared.config.max_subscribed_names)
+            .with_max_name_bytes(shared.config.max_receive_message_size)
     }
     fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         DeltaStream::on_request(self, req)

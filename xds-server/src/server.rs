@@ -156,7 +156,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Largest request accepted ([`DEFAULT_MAX_RECEIVE_MESSAGE_SIZE`]).
+    /// Largest request accepted ([`DEFAULT_MAX_RECEIVE_MESSAGE_SIZE`]); also the most bytes of
+    /// names of one type a delta stream may subscribe over all its requests (a SotW stream's
+    /// subscription is one request's), beyond which that stream ends with `RESOURCE_EXHAUSTED`.
     #[must_use]
     pub fn max_receive_message_size(mut self, bytes: usize) -> Self {
         self.max_receive_message_size = bytes;

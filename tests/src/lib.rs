@@ -195,11 +195,19 @@ pub struct DeltaClient {
 }
 
 impl DeltaClient {
-    /// Opens a delta ADS stream to `addr`.
+    /// Opens a delta ADS stream to `addr`, on a connection of its own.
     pub async fn connect(addr: SocketAddr) -> Result<Self, tonic::Status> {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("a valid URI")
+            .connect()
             .await
             .expect("connect to the test server");
+        Self::on(channel).await
+    }
+
+    /// Opens a delta ADS stream on `channel` (a connection shared with other streams).
+    pub async fn on(channel: tonic::transport::Channel) -> Result<Self, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         let rx = client.delta_aggregated_resources(ReceiverStream::new(rx)).await?.into_inner();
         Ok(Self { tx, rx })

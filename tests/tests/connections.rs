@@ -282,11 +282,12 @@ fn large_snapshot(tag: usize) -> Snapshot {
     Snapshot::builder().resource(&cluster).version(CLUSTER, &tag.to_string()).build()
 }
 
-/// A stream whose client stops reading (its HTTP/2 window full, mid-response) holds up neither
-/// the other streams of its connection, which share its task, nor those of other connections:
-/// each update reaches them while the stalled stream still waits to be read.
+/// Streams whose clients stop reading (their HTTP/2 windows full, mid-response; one SotW, one
+/// delta) hold up neither the other streams of their connection, which share its task, nor
+/// those of other connections: each update reaches them while the stalled streams still wait
+/// to be read.
 #[tokio::test]
-async fn a_stream_that_stops_reading_holds_up_no_other_stream() {
+async fn streams_that_stop_reading_hold_up_no_other_stream() {
     let server = xds_tests::TestServer::start().await;
     server.cache.set_snapshot("n1", large_snapshot(0));
     let connect = || async {
@@ -300,6 +301,8 @@ async fn a_stream_that_stops_reading_holds_up_no_other_stream() {
     let shared = connect().await;
     let stalled = AdsClient::on(shared.clone()).await.expect("opened");
     stalled.send(request(Some("n1"), CLUSTER, &[], "", "")).await;
+    let stalled_delta = xds_tests::DeltaClient::on(shared.clone()).await.expect("opened");
+    stalled_delta.send(xds_tests::delta_request(Some("n1"), CLUSTER, &[], &[], "")).await;
     let mut healthy =
         vec![AdsClient::on(shared).await.expect("opened"), AdsClient::on(connect().await).await.expect("opened")];
     let mut acks = Vec::new();
@@ -318,5 +321,5 @@ async fn a_stream_that_stops_reading_holds_up_no_other_stream() {
             *last = r;
         }
     }
-    drop(stalled);
+    drop((stalled, stalled_delta));
 }

@@ -29,8 +29,9 @@
 //! ```
 //!
 //! Operations: [`admin`] is an HTTP router with `/clients`, `/config_dump`, `/metrics` and the
-//! Client Status Discovery Service ([`csds`]); [`ServerBuilder::max_connections`] and
-//! [`ServerBuilder::first_request_timeout`] bound what unknown peers can hold.
+//! Client Status Discovery Service ([`csds`]); [`ServerBuilder::max_connections`],
+//! [`ServerBuilder::first_request_timeout`], [`ServerBuilder::max_subscribed_names`] and
+//! [`ServerBuilder::max_receive_message_size`] bound what unknown peers can hold.
 //!
 //! Logs: at `debug` level every request and response of every stream is logged with node,
 //! type, version, nonce and names; NACKs are logged at `warn` with the client's error text.

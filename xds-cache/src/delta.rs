@@ -1462,6 +1462,23 @@ mod tests {
             }
         }
 
+        /// `xdstp://` name `n`, spelled canonically or with its context parameters swapped.
+        fn spelled(n: u8, swapped: bool) -> String {
+            if swapped {
+                format!("xdstp://a/t/r{n}?y=2&x=1")
+            } else {
+                format!("xdstp://a/t/r{n}?x=1&y=2")
+            }
+        }
+
+        fn respelled_step() -> impl Strategy<Value = (Vec<(u8, bool)>, Vec<(u8, bool)>, Option<Vec<(u8, u8, bool)>>)> {
+            (
+                prop::collection::vec((0u8..6, any::<bool>()), 0..4),
+                prop::collection::vec((0u8..6, any::<bool>()), 0..3),
+                prop::option::of(prop::collection::vec((0u8..6, 0u8..3, any::<bool>()), 0..6)),
+            )
+        }
+
         proptest! {
             /// Whatever the edits of the subscription (duplicates, a name subscribed and
             /// unsubscribed in one request, ...), the subscription is what the requests say, and
@@ -1526,6 +1543,61 @@ mod tests {
                             .collect();
                         prop_assert_eq!(view, &expected);
                     }
+                }
+            }
+
+            /// Names spelled in either order of their context parameters, by the client and by
+            /// the set: every resource subscribed reaches the client under the spelling it last
+            /// subscribed with, whatever spelling it unsubscribes with, and the subscription
+            /// lists the latest spellings.
+            #[test]
+            fn respelled_names_converge(steps in prop::collection::vec(respelled_step(), 1..20)) {
+                let mut s = DeltaStream::ads().with_name_lists(Arc::new(NameLists::default()));
+                s.on_request(&req(EDS, &[], &[], "")).expect("first");
+                let mut subscribed: BTreeMap<String, String> = BTreeMap::new();
+                // Canonical name -> (name as sent, version).
+                let mut view: BTreeMap<String, (String, String)> = BTreeMap::new();
+                let mut latest = set(EDS, &[]);
+                s.on_resources(EDS, Some(latest.clone()));
+                let mut nonce = String::new();
+                for (sub, unsub, publish) in steps {
+                    let sub: Vec<String> = sub.iter().map(|&(n, sw)| spelled(n, sw)).collect();
+                    let unsub: Vec<String> = unsub.iter().map(|&(n, sw)| spelled(n, sw)).collect();
+                    let sub_refs: Vec<&str> = sub.iter().map(String::as_str).collect();
+                    let unsub_refs: Vec<&str> = unsub.iter().map(String::as_str).collect();
+                    s.on_request(&req(EDS, &sub_refs, &unsub_refs, &nonce)).expect("edit");
+                    for n in &sub {
+                        subscribed.insert(canonical_name(n).into_owned(), n.clone());
+                    }
+                    for n in &unsub {
+                        subscribed.remove(&*canonical_name(n));
+                        view.remove(&*canonical_name(n));
+                    }
+                    prop_assert_eq!(
+                        s.subscribed(EDS).collect::<Vec<_>>(),
+                        subscribed.values().map(String::as_str).collect::<Vec<_>>()
+                    );
+                    if let Some(spec) = publish {
+                        let spec: Vec<(String, String)> = spec.iter().map(|&(n, v, sw)| (spelled(n, sw), v.to_string())).collect();
+                        let refs: Vec<(&str, &str)> = spec.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                        latest = set(EDS, &refs);
+                        s.on_resources(EDS, Some(latest.clone()));
+                    }
+                    while let Some(r) = s.next_response() {
+                        for x in &r.resources {
+                            view.insert(canonical_name(&x.name).into_owned(), (x.name.to_string(), x.resource.version().to_string()));
+                        }
+                        for x in &r.removed {
+                            view.remove(&*canonical_name(x));
+                        }
+                        nonce = r.nonce.to_string();
+                        s.on_request(&ack(EDS, &r)).expect("ack");
+                    }
+                    let expected: BTreeMap<String, (String, String)> = subscribed
+                        .iter()
+                        .filter_map(|(c, spelling)| latest.get(c).map(|r| (c.clone(), (spelling.clone(), r.version().to_string()))))
+                        .collect();
+                    prop_assert_eq!(&view, &expected);
                 }
             }
 

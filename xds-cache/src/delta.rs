@@ -1471,7 +1471,11 @@ mod tests {
             }
         }
 
-        fn respelled_step() -> impl Strategy<Value = (Vec<(u8, bool)>, Vec<(u8, bool)>, Option<Vec<(u8, u8, bool)>>)> {
+        /// Names subscribed and unsubscribed (number, parameters swapped), and maybe a new set
+        /// (number, version tag, parameters swapped).
+        type RespelledStep = (Vec<(u8, bool)>, Vec<(u8, bool)>, Option<Vec<(u8, u8, bool)>>);
+
+        fn respelled_step() -> impl Strategy<Value = RespelledStep> {
             (
                 prop::collection::vec((0u8..6, any::<bool>()), 0..4),
                 prop::collection::vec((0u8..6, any::<bool>()), 0..3),

@@ -47,7 +47,7 @@ use xds_core::{canonical_name, glob_matches, glob_parts, type_url, Change, Encod
 use crate::ack::AckState;
 use crate::sotw::{check_node, resolve_type, Nack, RequestInfo, RequestKind, WILDCARD};
 use crate::types::TypeMap;
-use crate::Error;
+use crate::{Error, StreamSettings};
 
 /// One resource of a delta response: the name the client asked for and the shared resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +114,7 @@ pub struct DeltaStream {
     node: Option<Arc<Node>>,
     next_nonce: u64,
     types: TypeMap<TypeState>,
-    /// Name lists shared with the other streams of the server, if any.
-    name_lists: Option<Arc<NameLists>>,
-    /// The most names and globs of one type the stream may subscribe.
-    max_names: usize,
-    /// The most bytes of those names.
-    max_name_bytes: usize,
+    settings: StreamSettings,
 }
 
 impl DeltaStream {
@@ -130,9 +125,7 @@ impl DeltaStream {
             node: None,
             next_nonce: 1,
             types: TypeMap::default(),
-            name_lists: None,
-            max_names: crate::DEFAULT_MAX_NAMES,
-            max_name_bytes: crate::DEFAULT_MAX_NAME_BYTES,
+            settings: StreamSettings::default(),
         }
     }
 
@@ -141,33 +134,10 @@ impl DeltaStream {
         Self { fixed_type: Some(type_url::shared(type_url)), ..Self::ads() }
     }
 
-    /// Shares the lists of subscribed names with the other streams given the same
-    /// [`NameLists`] (SotW streams included): a stream subscribing names another stream
-    /// subscribed takes that stream's list instead of making its own. Behaviour is the same
-    /// either way.
-    pub fn with_name_lists(mut self, lists: Arc<NameLists>) -> Self {
-        self.name_lists = Some(lists);
-        self
-    }
-
-    /// The most names (and collection globs) of one type the stream may subscribe, over all its
-    /// requests ([`DEFAULT_MAX_NAMES`]): a request taking the subscription beyond it is refused
-    /// with [`Error::TooManyNames`], which ends the stream.
-    ///
-    /// [`DEFAULT_MAX_NAMES`]: crate::DEFAULT_MAX_NAMES
-    pub fn with_max_names(mut self, limit: usize) -> Self {
-        self.max_names = limit;
-        self
-    }
-
-    /// The most bytes of names (and collection globs) of one type the stream may subscribe, over
-    /// all its requests ([`DEFAULT_MAX_NAME_BYTES`]): a request taking the subscription beyond
-    /// it is refused with [`Error::SubscriptionTooLarge`], which ends the stream. Without it, a
-    /// peer could grow a stream's subscription without bound by a few long names per request.
-    ///
-    /// [`DEFAULT_MAX_NAME_BYTES`]: crate::DEFAULT_MAX_NAME_BYTES
-    pub fn with_max_name_bytes(mut self, limit: usize) -> Self {
-        self.max_name_bytes = limit;
+    /// The lists of names it shares (SotW streams included) and the limits it keeps
+    /// ([`StreamSettings::default`]); its subscription adds up over its requests.
+    pub fn with_settings(mut self, settings: StreamSettings) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -260,25 +230,17 @@ impl DeltaStream {
         dropped.sort_unstable();
         dropped.dedup();
         // The limits, checked before the new list is built; collection globs count as names.
-        let globs = Room { names: state.globs.len(), bytes: state.globs.values().map(|g| g.len()).sum() };
-        let room = match (self.max_names.checked_sub(globs.names), self.max_name_bytes.checked_sub(globs.bytes)) {
-            (Some(names), Some(bytes)) => Ok(Room { names, bytes }),
-            (None, _) => Err(Over::Names(0)),
-            (_, None) => Err(Over::Bytes(0)),
+        let (globs, glob_bytes) = (state.globs.len(), state.globs.values().map(|g| g.len()).sum::<usize>());
+        let settings = &self.settings;
+        let within_limits = |names: usize, bytes: usize| {
+            let (names, bytes, t) = (names + globs, bytes + glob_bytes, type_url.to_string());
+            match (names > settings.max_names, bytes > settings.max_name_bytes) {
+                (true, _) => Err(Error::TooManyNames { type_url: t, names, limit: settings.max_names }),
+                (_, true) => Err(Error::SubscriptionTooLarge { type_url: t, bytes, limit: settings.max_name_bytes }),
+                _ => Ok(()),
+            }
         };
-        let edited = room.and_then(|room| state.names.edit(&added, &dropped, self.name_lists.as_deref(), room));
-        edited.map_err(|over| match over {
-            Over::Names(names) => Error::TooManyNames {
-                type_url: type_url.to_string(),
-                names: names + globs.names,
-                limit: self.max_names,
-            },
-            Over::Bytes(bytes) => Error::SubscriptionTooLarge {
-                type_url: type_url.to_string(),
-                bytes: bytes + globs.bytes,
-                limit: self.max_name_bytes,
-            },
-        })?;
+        state.names.edit(&added, &dropped, settings.name_lists.as_deref(), within_limits)?;
         // Rules 13 and 14: every name subscribed is answered (unless unsubscribed again). The
         // names come in order: the set is built in one pass rather than by an insert each.
         state.pending.extend_sorted(state.names.held(added.iter().map(|(canonical, _)| &**canonical)));
@@ -336,7 +298,7 @@ impl DeltaStream {
                     .after(i)
                     .any(|(later, s)| s.ready() && type_url::order(later) > type_url::order(type_url::ENDPOINT));
             let state = self.types.at_mut(i);
-            let Some((resources, mut removed)) = state.compute(self.name_lists.as_deref()) else {
+            let Some((resources, mut removed)) = state.compute(self.settings.name_lists.as_deref()) else {
                 state.dirty = false;
                 continue;
             };
@@ -490,13 +452,15 @@ impl Names {
     /// Adds the `added` names (canonical and as spelled, ordered by canonical name, each once)
     /// and removes the `dropped` ones (canonical, ordered, each once; applied after the added).
     /// The new list is one `lists` keeps, when it keeps an equal one; otherwise it is kept there.
+    /// `within_limits` is given the names and bytes of the list (the new one, before it is
+    /// built) and may refuse it.
     fn edit(
         &mut self,
         added: &[(Cow<'_, str>, &str)],
         dropped: &[Cow<'_, str>],
         lists: Option<&NameLists>,
-        room: Room,
-    ) -> Result<(), Over> {
+        within_limits: impl Fn(usize, usize) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         for (canonical, requested) in added {
             if **canonical == **requested {
                 self.spelled.remove(&**canonical);
@@ -510,11 +474,7 @@ impl Names {
         // The common re-subscription of names already held (Envoy's, when a cluster warms)
         // leaves the list as it is.
         if dropped.is_empty() && added.iter().all(|(canonical, _)| self.contains(canonical)) {
-            return match (self.keys.len() > room.names, self.bytes > room.bytes) {
-                (true, _) => Err(Over::Names(self.keys.len())),
-                (_, true) => Err(Over::Bytes(self.bytes)),
-                _ => Ok(()),
-            };
+            return within_limits(self.keys.len(), self.bytes);
         }
         // The new list: each name with the string the stream holds for it, if any.
         let mut merged: Vec<(&str, Option<&Arc<str>>)> = Vec::with_capacity(self.keys.len() + added.len());
@@ -530,13 +490,8 @@ impl Names {
         if !dropped.is_empty() {
             merged.retain(|(name, _)| dropped.binary_search_by(|d| (**d).cmp(name)).is_err());
         }
-        if merged.len() > room.names {
-            return Err(Over::Names(merged.len()));
-        }
         let bytes = merged.iter().map(|(name, _)| name.len()).sum();
-        if bytes > room.bytes {
-            return Err(Over::Bytes(bytes));
-        }
+        within_limits(merged.len(), bytes)?;
         let keys = match lists.and_then(|l| l.find(merged.iter().map(|(name, _)| *name))) {
             Some(kept) => kept,
             None => {
@@ -553,20 +508,6 @@ impl Names {
         self.unselected = true;
         Ok(())
     }
-}
-
-/// What a stream's explicit subscriptions of a type may still take: names, and bytes of names.
-#[derive(Debug, Clone, Copy)]
-struct Room {
-    names: usize,
-    bytes: usize,
-}
-
-/// A subscription beyond its [`Room`]: the names or bytes it would take.
-#[derive(Debug)]
-enum Over {
-    Names(usize),
-    Bytes(usize),
 }
 
 /// `added` ordered by canonical name, each name once with the latest of its spellings.
@@ -973,6 +914,11 @@ mod tests {
         r.removed.iter().map(|x| &**x).collect()
     }
 
+    /// Settings sharing `lists`.
+    fn shared(lists: &Arc<NameLists>) -> StreamSettings {
+        StreamSettings { name_lists: Some(lists.clone()), ..Default::default() }
+    }
+
     /// A wildcard CDS stream that received `a` and `b`, and ACKed them.
     fn wildcard() -> DeltaStream {
         let mut s = DeltaStream::ads();
@@ -1195,7 +1141,7 @@ mod tests {
         backward.push("c7");
         let mut streams = Vec::new();
         for requests in [vec![&forward[..]], vec![&backward[..50], &backward[50..]]] {
-            let mut s = DeltaStream::ads().with_name_lists(lists.clone());
+            let mut s = DeltaStream::ads().with_settings(shared(&lists));
             for names in requests {
                 s.on_request(&req(EDS, names, &[], "")).expect("subscribe");
             }
@@ -1210,7 +1156,7 @@ mod tests {
         assert!(a.iter().zip(first.names()).all(|(n, own)| Arc::ptr_eq(n, own)), "the set's own strings");
         // A stream subscribing the same names later starts from that list: what it must answer
         // is the set's strings too, found by address.
-        let mut late = DeltaStream::ads().with_name_lists(lists.clone());
+        let mut late = DeltaStream::ads().with_settings(shared(&lists));
         late.on_request(&req(EDS, &forward, &[], "")).expect("subscribe");
         assert!(Arc::ptr_eq(&keys(&late), &a));
         let pending = &late.types.get(EDS).expect("eds").pending;
@@ -1228,40 +1174,40 @@ mod tests {
 
     #[test]
     fn subscriptions_beyond_the_limit_are_refused_over_many_requests() {
-        let mut s = DeltaStream::ads().with_max_names(3);
+        let mut s = DeltaStream::ads().with_settings(StreamSettings { max_names: 3, ..Default::default() });
         s.on_request(&req(EDS, &["a", "b"], &[], "")).expect("two");
         s.on_request(&req(EDS, &["c", "a"], &[], "")).expect("three, one again");
         let err = s.on_request(&req(EDS, &["d"], &[], "")).expect_err("a fourth");
         assert!(matches!(&err, Error::TooManyNames { names: 4, limit: 3, .. }), "{err:?}");
         // Dropping names makes room; globs count as names.
-        let mut s = DeltaStream::ads().with_max_names(3);
+        let mut s = DeltaStream::ads().with_settings(StreamSettings { max_names: 3, ..Default::default() });
         s.on_request(&req(CDS, &["a", "b", "c"], &[], "")).expect("three");
         s.on_request(&req(CDS, &["d"], &["a"], "")).expect("one for one");
         let err = s.on_request(&req(CDS, &["xdstp://auth/t/ns/*"], &[], "")).expect_err("a glob as well");
         assert!(matches!(err, Error::TooManyNames { names: 4, .. }));
         // A request alone beyond the limit is refused before its list is built.
-        let mut s = DeltaStream::ads().with_max_names(3);
+        let mut s = DeltaStream::ads().with_settings(StreamSettings { max_names: 3, ..Default::default() });
         let err = s.on_request(&req(EDS, &["a", "b", "c", "d", "e"], &[], "")).expect_err("five");
         assert!(matches!(err, Error::TooManyNames { names: 5, .. }));
         assert!(s.types.get(EDS).expect("eds").names.is_empty());
-        assert_eq!(DeltaStream::ads().max_names, crate::DEFAULT_MAX_NAMES);
+        assert_eq!(DeltaStream::ads().settings.max_names, crate::DEFAULT_MAX_NAMES);
     }
 
     #[test]
     fn subscriptions_beyond_the_limit_of_bytes_are_refused_over_many_requests() {
-        let mut s = DeltaStream::ads().with_max_name_bytes(10);
+        let mut s = DeltaStream::ads().with_settings(StreamSettings { max_name_bytes: 10, ..Default::default() });
         s.on_request(&req(EDS, &["aaaa", "bbbb"], &[], "")).expect("8 bytes");
         s.on_request(&req(EDS, &["cc", "aaaa"], &[], "")).expect("10 bytes, one name again");
         let err = s.on_request(&req(EDS, &["d"], &[], "")).expect_err("11 bytes");
         assert!(matches!(&err, Error::SubscriptionTooLarge { bytes: 11, limit: 10, .. }), "{err:?}");
         assert!(err.to_string().contains(EDS), "{err}");
         // Dropping names makes room; a glob's name counts.
-        let mut s = DeltaStream::ads().with_max_name_bytes(24);
+        let mut s = DeltaStream::ads().with_settings(StreamSettings { max_name_bytes: 24, ..Default::default() });
         s.on_request(&req(CDS, &["aaaa", "bbbb"], &[], "")).expect("8 bytes");
         s.on_request(&req(CDS, &["cccc"], &["aaaa"], "")).expect("one for one");
         let err = s.on_request(&req(CDS, &["xdstp://auth/t/ns/*"], &[], "")).expect_err("8 + 19 bytes");
         assert!(matches!(err, Error::SubscriptionTooLarge { bytes: 27, .. }), "{err:?}");
-        assert_eq!(DeltaStream::ads().max_name_bytes, crate::DEFAULT_MAX_NAME_BYTES);
+        assert_eq!(DeltaStream::ads().settings.max_name_bytes, crate::DEFAULT_MAX_NAME_BYTES);
     }
 
     #[test]
@@ -1494,8 +1440,8 @@ mod tests {
                 // Two streams sharing their lists of names: `s` under test, `o` making the
                 // opposite edits, so their lists meet and part.
                 let lists = Arc::new(NameLists::default());
-                let mut s = DeltaStream::ads().with_name_lists(lists.clone());
-                let mut o = DeltaStream::ads().with_name_lists(lists);
+                let mut s = DeltaStream::ads().with_settings(shared(&lists));
+                let mut o = DeltaStream::ads().with_settings(shared(&lists));
                 s.on_request(&req(EDS, &["r0"], &[], "")).expect("first");
                 o.on_request(&req(EDS, &["r0"], &[], "")).expect("first");
                 let mut subscribed: BTreeSet<String> = ["r0".to_string()].into();
@@ -1556,7 +1502,7 @@ mod tests {
             /// lists the latest spellings.
             #[test]
             fn respelled_names_converge(steps in prop::collection::vec(respelled_step(), 1..20)) {
-                let mut s = DeltaStream::ads().with_name_lists(Arc::new(NameLists::default()));
+                let mut s = DeltaStream::ads().with_settings(shared(&Arc::default()));
                 s.on_request(&req(EDS, &[], &[], "")).expect("first");
                 let mut subscribed: BTreeMap<String, String> = BTreeMap::new();
                 // Canonical name -> (name as sent, version).

@@ -24,7 +24,7 @@ pub enum Error {
         got: String,
     },
     /// A request would make the stream subscribe more names of one type than its limit (see
-    /// [`SotwStream::with_max_names`](crate::SotwStream::with_max_names)).
+    /// [`StreamSettings::max_names`](crate::StreamSettings::max_names)).
     #[error(
         "the stream would subscribe {names} names of {type_url}, more than the limit of {limit} per type and stream"
     )]
@@ -37,7 +37,7 @@ pub enum Error {
         limit: usize,
     },
     /// A delta request would make the stream subscribe more bytes of names of one type than its
-    /// limit (see [`DeltaStream::with_max_name_bytes`](crate::DeltaStream::with_max_name_bytes)).
+    /// limit (see [`StreamSettings::max_name_bytes`](crate::StreamSettings::max_name_bytes)).
     #[error(
         "the stream would subscribe {bytes} bytes of names of {type_url}, more than the limit of {limit} per type and stream"
     )]

@@ -35,6 +35,7 @@ mod consistency;
 mod delta;
 mod error;
 mod router;
+mod settings;
 mod snapshot;
 mod sotw;
 mod types;
@@ -44,15 +45,6 @@ pub use consistency::{rds_names, Missing};
 pub use delta::{DeltaResource, DeltaResponse, DeltaStream};
 pub use error::Error;
 pub use router::TypeRouter;
+pub use settings::{StreamSettings, DEFAULT_MAX_NAMES, DEFAULT_MAX_NAME_BYTES};
 pub use snapshot::{Snapshot, SnapshotBuilder};
 pub use sotw::{Nack, RequestInfo, RequestKind, SotwResponse, SotwStream, SOTW_TTL_FEATURES, WILDCARD};
-
-/// The most names of one type a stream may subscribe by default: far above what a proxy of the
-/// largest meshes subscribes, low enough that one peer cannot grow a stream's state without
-/// bound over many delta requests. See [`SotwStream::with_max_names`].
-pub const DEFAULT_MAX_NAMES: usize = 100_000;
-
-/// The most bytes of names of one type a delta stream may subscribe by default, over all its
-/// requests: 64 MiB, what one request may carry by default (a SotW stream's subscription is one
-/// request's). See [`DeltaStream::with_max_name_bytes`].
-pub const DEFAULT_MAX_NAME_BYTES: usize = 64 * 1024 * 1024;

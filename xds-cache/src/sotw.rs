@@ -43,7 +43,7 @@ use xds_core::{canonical_name, type_url, NameLists, Names, ResourceSet, Selectio
 
 use crate::ack::AckState;
 use crate::types::TypeMap;
-use crate::Error;
+use crate::{Error, StreamSettings};
 
 /// The wildcard resource name.
 pub const WILDCARD: &str = "*";
@@ -263,10 +263,7 @@ pub struct SotwStream {
     wrap_ttl: bool,
     next_nonce: u64,
     types: TypeMap<TypeState>,
-    /// Name lists shared with the other streams of the server, if any.
-    name_lists: Option<Arc<NameLists>>,
-    /// The most names of one type a request may list.
-    max_names: usize,
+    settings: StreamSettings,
 }
 
 impl SotwStream {
@@ -278,8 +275,7 @@ impl SotwStream {
             wrap_ttl: false,
             next_nonce: 1,
             types: TypeMap::default(),
-            name_lists: None,
-            max_names: crate::DEFAULT_MAX_NAMES,
+            settings: StreamSettings::default(),
         }
     }
 
@@ -288,20 +284,9 @@ impl SotwStream {
         Self { fixed_type: Some(type_url::shared(type_url)), ..Self::ads() }
     }
 
-    /// Shares the lists of subscribed names with the other streams given the same
-    /// [`NameLists`]: a stream subscribing names another stream subscribed takes that stream's
-    /// list instead of making its own. Behaviour is the same either way.
-    pub fn with_name_lists(mut self, lists: Arc<NameLists>) -> Self {
-        self.name_lists = Some(lists);
-        self
-    }
-
-    /// The most names of one type the stream may subscribe ([`DEFAULT_MAX_NAMES`]): a request
-    /// listing more is refused with [`Error::TooManyNames`], which ends the stream.
-    ///
-    /// [`DEFAULT_MAX_NAMES`]: crate::DEFAULT_MAX_NAMES
-    pub fn with_max_names(mut self, limit: usize) -> Self {
-        self.max_names = limit;
+    /// The lists of names it shares and the limits it keeps ([`StreamSettings::default`]).
+    pub fn with_settings(mut self, settings: StreamSettings) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -327,12 +312,9 @@ impl SotwStream {
         if kind == RequestKind::Stale {
             return Ok(RequestInfo { type_url, kind, new_type });
         }
-        if req.resource_names.len() > self.max_names {
-            return Err(Error::TooManyNames {
-                type_url: type_url.to_string(),
-                names: req.resource_names.len(),
-                limit: self.max_names,
-            });
+        let limit = self.settings.max_names;
+        if req.resource_names.len() > limit {
+            return Err(Error::TooManyNames { type_url: type_url.to_string(), names: req.resource_names.len(), limit });
         }
 
         // Rule 7: wildcard and subscriptions.
@@ -351,7 +333,7 @@ impl SotwStream {
         // a new set of names.
         if !state.names.is_listed_by(&req.resource_names) {
             let listed = req.resource_names.iter().filter(|n| *n != WILDCARD).map(String::as_str);
-            let subscription = Subscription::listed(listed, self.name_lists.as_deref());
+            let subscription = Subscription::listed(listed, self.settings.name_lists.as_deref());
             // The old subscription is kept aside (not copied) to compare with.
             let old = std::mem::replace(&mut state.names, subscription);
             state.note_new_names(&old);
@@ -700,7 +682,7 @@ mod tests {
     fn eds_script(lists: Option<&Arc<NameLists>>, set: &Arc<ResourceSet>) -> (Vec<Vec<String>>, Names) {
         let (s, _) = started();
         let mut s = match lists {
-            Some(l) => s.with_name_lists(l.clone()),
+            Some(l) => s.with_settings(StreamSettings { name_lists: Some(l.clone()), ..Default::default() }),
             None => s,
         };
         let mut out = Vec::new();
@@ -733,7 +715,7 @@ mod tests {
         // Names listed out of order are not a kept list's listing: the stream makes its own and
         // answers the same.
         let (s, _) = started();
-        let mut s = s.with_name_lists(lists.clone());
+        let mut s = s.with_settings(StreamSettings { name_lists: Some(lists.clone()), ..Default::default() });
         s.on_request(&req(EDS, &["c", "a"], "", "")).expect("eds");
         assert!(!Arc::ptr_eq(&eds_keys(&s), &first_keys));
         s.on_resources(EDS, Some(set.clone()));
@@ -825,14 +807,14 @@ mod tests {
 
     #[test]
     fn a_request_listing_more_names_than_the_limit_is_refused() {
-        let mut s = SotwStream::ads().with_max_names(3);
+        let mut s = SotwStream::ads().with_settings(StreamSettings { max_names: 3, ..Default::default() });
         s.on_request(&req(EDS, &["a", "b", "c"], "", "")).expect("at the limit");
         s.on_resources(EDS, Some(endpoints(&[("a", 1)])));
         let r = s.next_response().expect("answered");
         let err = s.on_request(&req(EDS, &["a", "b", "c", "d"], &r.version, &r.nonce)).expect_err("beyond");
         assert!(matches!(&err, Error::TooManyNames { names: 4, limit: 3, .. }), "{err:?}");
         assert!(err.to_string().contains(EDS), "the message names the type: {err}");
-        assert_eq!(SotwStream::ads().max_names, crate::DEFAULT_MAX_NAMES);
+        assert_eq!(SotwStream::ads().settings.max_names, crate::DEFAULT_MAX_NAMES);
     }
 
     #[test]

@@ -58,10 +58,7 @@ impl Protocol for SotwStream {
     }
 
     fn new(fixed_type: Option<&str>, shared: &Shared) -> Self {
-        fixed_type
-            .map_or_else(SotwStream::ads, SotwStream::for_type)
-            .with_name_lists(shared.name_lists.clone())
-            .with_max_names(shared.config.max_subscribed_names)
+        fixed_type.map_or_else(SotwStream::ads, SotwStream::for_type).with_settings(shared.stream_settings.clone())
     }
     fn on_request(&mut self, req: &DiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         SotwStream::on_request(self, req)
@@ -124,11 +121,7 @@ impl Protocol for DeltaStream {
     }
 
     fn new(fixed_type: Option<&str>, shared: &Shared) -> Self {
-        fixed_type
-            .map_or_else(DeltaStream::ads, DeltaStream::for_type)
-            .with_name_lists(shared.name_lists.clone())
-            .with_max_names(shared.config.max_subscribed_names)
-            .with_max_name_bytes(shared.config.max_receive_message_size)
+        fixed_type.map_or_else(DeltaStream::ads, DeltaStream::for_type).with_settings(shared.stream_settings.clone())
     }
     fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<RequestInfo, xds_cache::Error> {
         DeltaStream::on_request(self, req)

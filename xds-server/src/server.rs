@@ -284,13 +284,16 @@ impl ServerBuilder {
             metrics: self.metrics.clone(),
             config: StreamConfig {
                 max_receive_message_size: self.max_receive_message_size,
-                max_subscribed_names: self.max_subscribed_names,
                 heartbeat_interval: self.heartbeat_interval,
             },
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_stream_id: AtomicU64::new(1),
-            name_lists: Default::default(),
+            stream_settings: xds_cache::StreamSettings {
+                name_lists: Some(Default::default()),
+                max_names: self.max_subscribed_names,
+                max_name_bytes: self.max_receive_message_size,
+            },
             sotw_bodies: Default::default(),
             delta_bodies: Default::default(),
         });

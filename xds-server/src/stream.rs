@@ -37,7 +37,6 @@ use crate::watches::Watches;
 #[derive(Debug, Clone)]
 pub(crate) struct StreamConfig {
     pub max_receive_message_size: usize,
-    pub max_subscribed_names: usize,
     pub heartbeat_interval: Duration,
 }
 
@@ -52,8 +51,9 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub next_stream_id: AtomicU64,
-    /// The lists of names SotW streams subscribed with, shared between streams.
-    pub name_lists: Arc<xds_core::NameLists>,
+    /// Every stream's state machine's: the lists of subscribed names the streams share, and the
+    /// limits of a subscription.
+    pub stream_settings: xds_cache::StreamSettings,
     /// Encoded SotW response bodies shared between streams.
     pub sotw_bodies: BodyCache<xds_cache::SotwResponse>,
     /// Encoded delta response bodies shared between streams.

@@ -834,7 +834,7 @@ impl TypeState {
         }
         // Rules 13 and 14: every newly subscribed name is answered, with the resource or a removal.
         for (name, found) in latest.find_sorted(self.pending.iter()) {
-            if let Some(r) = found {
+            if let Some((_, r)) = found {
                 if !(first && self.initial.as_ref().and_then(|i| i.get(name)).map(String::as_str) == Some(r.version()))
                 {
                     out.upsert(self.reply_name(name, Some(r)), r);

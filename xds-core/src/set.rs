@@ -15,6 +15,9 @@ use crate::names::canonical_name;
 use crate::resource::EncodedResource;
 use crate::selection::{walk_rather_than_search, Changes, Names, Selection, Selections};
 
+/// One resource of a set: the set's own string for its canonical name, and the resource.
+type SetEntry<'a> = (&'a Arc<str>, &'a Arc<EncodedResource>);
+
 /// The resources of one type for one node group, with a set version.
 ///
 /// The set version is derived from content by default: it is a hash over every
@@ -200,14 +203,14 @@ impl ResourceSet {
         self.selections.named(names, |names| self.pick(names))
     }
 
-    /// The resource of each of the ascending canonical `names` (`None` where the set holds
-    /// none), found by walking the set alongside them when they are not many fewer than its
-    /// resources, else by one search each. Names that are the set's own strings are recognised
-    /// by address.
+    /// The set's entry (its own name string and the resource) for each of the ascending
+    /// canonical `names` (`None` where the set holds none), found by walking the set alongside
+    /// them when they are not many fewer than its resources, else by one search each. Names that
+    /// are the set's own strings are recognised by address.
     pub fn find_sorted<'a>(
         &'a self,
         names: impl IntoIterator<Item = &'a Arc<str>> + 'a,
-    ) -> impl Iterator<Item = (&'a Arc<str>, Option<&'a Arc<EncodedResource>>)> + 'a {
+    ) -> impl Iterator<Item = (&'a Arc<str>, Option<SetEntry<'a>>)> + 'a {
         let names = names.into_iter();
         let lookups = names.size_hint().0;
         let mut entries = walk_rather_than_search(self.len(), lookups).then(|| self.resources.iter().peekable());
@@ -215,41 +218,25 @@ impl ResourceSet {
             let found = match &mut entries {
                 Some(entries) => {
                     while entries.next_if(|(n, _)| !Arc::ptr_eq(n, name) && ***n < **name).is_some() {}
-                    entries.next_if(|(n, _)| Arc::ptr_eq(n, name) || ***n == **name).map(|(_, r)| r)
+                    entries.next_if(|(n, _)| Arc::ptr_eq(n, name) || ***n == **name)
                 }
-                None => self.resources.get(name),
+                None => self.resources.get_key_value(name),
             };
             (name, found)
         })
     }
 
-    /// The resources named by `names`, found by walking the set alongside them or by one search
-    /// each; names found are replaced by the set's own strings.
+    /// The resources named by `names`; names found are replaced by the set's own strings.
     fn pick(&self, names: &mut Names) -> Selection {
         let mut picked = Vec::with_capacity(names.len().min(self.len()));
         // The set's strings for names held as other strings: (position, string).
         let mut own: Vec<(usize, Arc<str>)> = Vec::new();
-        let mut found = |i: usize, key: &Arc<str>, name: &Arc<str>, resource: &Arc<EncodedResource>| {
-            if !Arc::ptr_eq(name, key) {
-                own.push((i, name.clone()));
-            }
-            picked.push(resource.clone());
-        };
-        if walk_rather_than_search(self.len(), names.len()) {
-            let mut entries = self.resources.iter().peekable();
-            for (i, key) in names.iter().enumerate() {
-                while entries.next_if(|(n, _)| !Arc::ptr_eq(n, key) && ***n < **key).is_some() {}
-                match entries.peek() {
-                    Some(&(n, r)) if Arc::ptr_eq(n, key) || **n == **key => found(i, key, n, r),
-                    Some(_) => {}
-                    None => break,
+        for (i, (key, found)) in self.find_sorted(names.iter()).enumerate() {
+            if let Some((name, resource)) = found {
+                if !Arc::ptr_eq(name, key) {
+                    own.push((i, name.clone()));
                 }
-            }
-        } else {
-            for (i, key) in names.iter().enumerate() {
-                if let Some((n, r)) = self.resources.get_key_value(key) {
-                    found(i, key, n, r);
-                }
+                picked.push(resource.clone());
             }
         }
         if !own.is_empty() {
@@ -364,7 +351,7 @@ mod tests {
         many.insert(0, "b".into());
         for names in [few, many] {
             let found: Vec<(String, Option<String>)> =
-                set.find_sorted(&names).map(|(n, r)| (n.to_string(), r.map(|r| r.name().to_string()))).collect();
+                set.find_sorted(&names).map(|(n, r)| (n.to_string(), r.map(|(_, r)| r.name().to_string()))).collect();
             let expected: Vec<(String, Option<String>)> =
                 names.iter().map(|n| (n.to_string(), set.get(n).map(|r| r.name().to_string()))).collect();
             assert_eq!(found, expected);

@@ -84,10 +84,7 @@ impl<K, V, const N: usize> Kept<K, V, N> {
         if let Some(existing) = entries.iter().find_map(|(k, v)| found(k, v)) {
             return Some(existing);
         }
-        if entries.len() == N {
-            entries.pop_front();
-        }
-        entries.push_back((key, value));
+        Self::push(&mut entries, key, value);
         None
     }
 
@@ -98,6 +95,11 @@ impl<K, V, const N: usize> Kept<K, V, N> {
             *entry = (key, value);
             return;
         }
+        Self::push(&mut entries, key, value);
+    }
+
+    /// Adds an entry, dropping the oldest when `N` are kept.
+    fn push(entries: &mut VecDeque<(K, V)>, key: K, value: V) {
         if entries.len() == N {
             entries.pop_front();
         }

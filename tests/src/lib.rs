@@ -94,15 +94,19 @@ pub struct AdsClient {
     rx: Streaming<DiscoveryResponse>,
 }
 
+/// A connection of its own to the test server at `addr`.
+pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connect to the test server")
+}
+
 impl AdsClient {
     /// Opens an ADS stream to `addr`, on a connection of its own.
     pub async fn connect(addr: SocketAddr) -> Result<Self, tonic::Status> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("a valid URI")
-            .connect()
-            .await
-            .expect("connect to the test server");
-        Self::on(channel).await
+        Self::on(channel(addr).await).await
     }
 
     /// Opens an ADS stream on `channel` (a connection shared with other streams).
@@ -197,12 +201,7 @@ pub struct DeltaClient {
 impl DeltaClient {
     /// Opens a delta ADS stream to `addr`, on a connection of its own.
     pub async fn connect(addr: SocketAddr) -> Result<Self, tonic::Status> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("a valid URI")
-            .connect()
-            .await
-            .expect("connect to the test server");
-        Self::on(channel).await
+        Self::on(channel(addr).await).await
     }
 
     /// Opens a delta ADS stream on `channel` (a connection shared with other streams).

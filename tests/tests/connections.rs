@@ -175,7 +175,13 @@ fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
 
 /// Cluster `c` at a CDS version of our choosing.
 fn snapshot(version: &str) -> Snapshot {
-    Snapshot::builder().version(CLUSTER, version).resource(&Cluster { name: "c".into(), ..Default::default() }).build()
+    padded_snapshot(version, String::new())
+}
+
+/// Cluster `c` at a CDS version of our choosing, `padding` as its stat name.
+fn padded_snapshot(version: &str, padding: String) -> Snapshot {
+    let cluster = Cluster { name: "c".into(), alt_stat_name: padding, ..Default::default() };
+    Snapshot::builder().version(CLUSTER, version).resource(&cluster).build()
 }
 
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -277,9 +283,7 @@ async fn a_connection_that_sends_no_request_in_time_is_closed_and_one_that_did_i
 
 /// Cluster `c` with a body far larger than an HTTP/2 window, tagged `tag`.
 fn large_snapshot(tag: usize) -> Snapshot {
-    let cluster =
-        Cluster { name: "c".into(), alt_stat_name: format!("{tag}:{}", "x".repeat(256 * 1024)), ..Default::default() };
-    Snapshot::builder().resource(&cluster).version(CLUSTER, &tag.to_string()).build()
+    padded_snapshot(&tag.to_string(), format!("{tag}:{}", "x".repeat(256 * 1024)))
 }
 
 /// Streams whose clients stop reading (their HTTP/2 windows full, mid-response; one SotW, one

@@ -233,10 +233,10 @@ impl DeltaStream {
         let (globs, glob_bytes) = (state.globs.len(), state.globs.values().map(|g| g.len()).sum::<usize>());
         let settings = &self.settings;
         let within_limits = |names: usize, bytes: usize| {
-            let (names, bytes, t) = (names + globs, bytes + glob_bytes, type_url.to_string());
+            let (names, bytes, t) = (names + globs, bytes + glob_bytes, || type_url.to_string());
             match (names > settings.max_names, bytes > settings.max_name_bytes) {
-                (true, _) => Err(Error::TooManyNames { type_url: t, names, limit: settings.max_names }),
-                (_, true) => Err(Error::SubscriptionTooLarge { type_url: t, bytes, limit: settings.max_name_bytes }),
+                (true, _) => Err(Error::TooManyNames { type_url: t(), names, limit: settings.max_names }),
+                (_, true) => Err(Error::SubscriptionTooLarge { type_url: t(), bytes, limit: settings.max_name_bytes }),
                 _ => Ok(()),
             }
         };
@@ -543,6 +543,10 @@ impl Pending {
 
     /// Adds ascending names in one merge.
     fn extend_sorted(&mut self, names: impl Iterator<Item = Arc<str>>) {
+        let mut names = names.peekable();
+        if names.peek().is_none() {
+            return; // an ACK: nothing to add, nothing to copy
+        }
         if self.0.is_empty() {
             self.0 = names.collect();
             return;

@@ -760,13 +760,8 @@ impl TypeState {
         let latest = self.latest.as_ref()?;
         if std::mem::take(&mut self.names.unselected) && !self.names.is_empty() {
             // Takes over the list the set keeps for these names (the other streams' that
-            // subscribe the same), holding the set's own strings; the streams that subscribe
-            // these names next start from it.
-            let before = self.names.keys.clone();
-            latest.select(&mut self.names.keys);
-            if let Some(lists) = lists.filter(|_| !Arc::ptr_eq(&before, &self.names.keys)) {
-                lists.prefer(&self.names.keys);
-            }
+            // subscribe the same), holding the set's own strings.
+            latest.select_shared(&mut self.names.keys, lists);
         }
         let mut out = Builder::default();
         let first = self.base.is_none();

@@ -189,7 +189,7 @@ impl NameLists {
     /// Keeps `names` in place of an equal list (`names` holding a resource set's own strings,
     /// say, where the kept list holds a request's), or as a new list: the streams that find it
     /// then hold strings a walk of the set recognises by address.
-    pub fn prefer(&self, names: &Names) {
+    pub(crate) fn prefer(&self, names: &Names) {
         self.kept.replace(names.clone(), (), |kept| same_names(kept, names));
     }
 }

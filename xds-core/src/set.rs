@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use crate::names::canonical_name;
 
 use crate::resource::EncodedResource;
-use crate::selection::{walk_rather_than_search, Changes, Names, Selection, Selections};
+use crate::selection::{walk_rather_than_search, Changes, NameLists, Names, Selection, Selections};
 
 /// One resource of a set: the set's own string for its canonical name, and the resource.
 type SetEntry<'a> = (&'a Arc<str>, &'a Arc<EncodedResource>);
@@ -201,6 +201,19 @@ impl ResourceSet {
     /// [`adopt`](Self::adopt) this one recognise them by address.
     pub fn select(&self, names: &mut Names) -> Selection {
         self.selections.named(names, |names| self.pick(names))
+    }
+
+    /// [`select`](Self::select) for streams that share `lists`: when `names` comes back as
+    /// another list (the set's own strings instead of a request's), `lists` keeps it in place of
+    /// the equal list, so the streams that subscribe these names next start from it and are
+    /// recognised by address.
+    pub fn select_shared(&self, names: &mut Names, lists: Option<&NameLists>) -> Selection {
+        let before = names.clone();
+        let selection = self.select(names);
+        if let Some(lists) = lists.filter(|_| !Arc::ptr_eq(&before, names)) {
+            lists.prefer(names);
+        }
+        selection
     }
 
     /// The set's entry (its own name string and the resource) for each of the ascending
